@@ -1,0 +1,95 @@
+"""Shared dataset and datamodule for sample lists with fixed train / validation / test splits.
+
+Every chest X-ray protocol (and DigitAnatomy) ends in the same place: a table of files with a
+split and a label. Subclasses only build that table in :meth:`SplitDataModule.build_samples`; this
+module turns it into anomalib datasets with ``val_split_mode=from_dir``, so anomalib never moves
+images between splits behind the protocol's back.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+
+import pandas as pd
+import torch
+from anomalib.data import AnomalibDataModule, ImageItem
+from anomalib.data.datasets.base import AnomalibDataset
+from anomalib.data.utils import TestSplitMode, ValSplitMode
+from lightning.pytorch.utilities import rank_zero_info
+from torchvision.transforms.v2 import Transform
+
+from .image_io import read_image
+
+SPLITS = ("train", "val", "test")
+
+
+class SampleDataset(AnomalibDataset):
+    """An anomalib image dataset over a ``samples`` table, read with :func:`read_image` (16-bit safe)."""
+
+    def __init__(self, samples: pd.DataFrame, augmentations: Transform | None = None) -> None:
+        super().__init__(augmentations=augmentations)
+        samples = samples.reset_index(drop=True).copy()
+        samples["mask_path"] = ""
+        samples.attrs["task"] = "classification"
+        self.samples = samples
+
+    def __getitem__(self, index: int) -> ImageItem:
+        """Read one image; augmentations (and the model's resize) apply per sample."""
+        row = self.samples.iloc[index]
+        image = read_image(row.image_path)
+        if self.augmentations:
+            image = self.augmentations(image)
+        return ImageItem(image=image, gt_label=torch.tensor(int(row.label_index)), image_path=str(row.image_path))
+
+
+class SplitDataModule(AnomalibDataModule):
+    """Base datamodule: subclasses return a table with ``image_path``, ``label_index`` and ``split``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_batch_size: int = 16,
+        eval_batch_size: int = 16,
+        num_workers: int = 0,
+        train_augmentations: Transform | None = None,
+        val_augmentations: Transform | None = None,
+        test_augmentations: Transform | None = None,
+        augmentations: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            train_batch_size=train_batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            train_augmentations=train_augmentations,
+            val_augmentations=val_augmentations,
+            test_augmentations=test_augmentations,
+            augmentations=augmentations,
+            val_split_mode=ValSplitMode.FROM_DIR,
+            test_split_mode=TestSplitMode.FROM_DIR,
+            seed=seed,
+        )
+        self.root = Path(root)
+
+    @abstractmethod
+    def build_samples(self) -> pd.DataFrame:
+        """Return the protocol's samples: columns ``image_path``, ``label_index`` (0/1), ``split``."""
+
+    def _setup(self, _stage: str | None = None) -> None:
+        samples = self.build_samples()
+        subsets = {split: samples[samples.split == split] for split in SPLITS}
+        for split, rows in subsets.items():
+            if rows.empty:
+                msg = f"{self.name}: the {split} split is empty under {self.root}"
+                raise ValueError(msg)
+        if subsets["train"].label_index.any():
+            rank_zero_info(f"{self.name}: the training split contains abnormal images (contamination)")
+        self.train_data = SampleDataset(subsets["train"])
+        self.val_data = SampleDataset(subsets["val"])
+        self.test_data = SampleDataset(subsets["test"])
+        counts = samples.groupby(["split", "label_index"]).size().unstack(fill_value=0)
+        rank_zero_info(f"{self.name} splits (rows: split, columns: 0 normal / 1 abnormal):\n{counts}")
+
+    def _create_test_split(self) -> None:
+        """The protocol fixes the test set; anomalib must not move training normals into it."""

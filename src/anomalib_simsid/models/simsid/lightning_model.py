@@ -1,0 +1,209 @@
+"""SimSID: space-aware memory and in-painting for unsupervised anomaly detection in radiographs.
+
+Paper: Xiang et al., "Exploiting Structural Consistency of Chest Anatomy for Unsupervised Anomaly
+Detection in Radiography Images", IEEE TPAMI 2024 (https://arxiv.org/abs/2403.08689); successor of
+SQUID (CVPR 2023, https://arxiv.org/abs/2111.13495).
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_simsid import DigitAnatomy, SimSID
+    >>> model = SimSID(img_size=96, num_patch=3, level=3, base_width=16)
+    >>> Engine(max_epochs=10).train(model, datamodule=DigitAnatomy())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUROC, Evaluator, F1Score
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from torch import nn, optim
+from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
+
+from .loss import DiscriminatorLoss, GeneratorLoss
+from .torch_model import SimSIDModel
+
+
+class SimSID(AnomalibModule):
+    """SimSID as an anomalib model; defaults build the paper's model (spec §1, 46.1 M + 1.09 M parameters).
+
+    Args:
+        img_size: side of the square input the network sees; every size derives from it.
+        num_patch: patches per image side (one bottleneck memory per grid position).
+        level: stride-2 encoder stages per patch.
+        base_width: channels of the first stage; doubled at every stage.
+        skip_levels: lowest decoder levels that concatenate skips and read decoder memories.
+        memory: bottleneck memory kind: ``"matrix"`` (learned, SimSID) or ``"queue"`` (SQUID's FIFO;
+            the released ZhangLab config).
+        num_slots: slots of every memory.
+        topk: shrinkage rank of the memory read (strict: ``topk - 1`` slots stay non-zero).
+        inpaint_mask_ratio: training probability of taking the in-painted bottleneck feature
+            (1.0 = always; CheXpert used 0.9).
+        use_inpainting: switch the in-painting block off (ablation).
+        disc_eval_norm: critic BatchNorm at inference, ``"per_sample"`` (faithful, batch-independent)
+            or ``"running"``.
+        recon_weight / teacher_weight / dist_weight / adv_weight / disc_weight: loss weights λ_s,
+            λ_t, λ_dist, λ_gen, λ_d.
+        lr / disc_lr: Adam learning rates of generator and critic.
+        weight_decay: generator weight decay (the critic has none).
+        n_critic: generator step every ``n_critic`` batches; the critic steps on every batch.
+        cosine_period: ``T_max`` (epochs) of the generator's cosine schedule, stepped per epoch and
+            never clamped (it rises again after ``T_max``, as released).
+        eta_min: floor of the cosine schedule.
+        max_epochs: if set, forced on the trainer (for ``anomalib benchmark``, which cannot set it).
+    """
+
+    def __init__(
+        self,
+        img_size: int = 128,
+        num_patch: int = 2,
+        level: int = 4,
+        base_width: int = 32,
+        skip_levels: int = 2,
+        memory: str = "matrix",
+        num_slots: int = 200,
+        topk: int = 5,
+        inpaint_mask_ratio: float = 1.0,
+        use_inpainting: bool = True,
+        disc_eval_norm: str = "per_sample",
+        recon_weight: float = 10.0,
+        teacher_weight: float = 0.01,
+        dist_weight: float = 0.001,
+        adv_weight: float = 0.005,
+        disc_weight: float = 0.005,
+        lr: float = 1e-4,
+        disc_lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        n_critic: int = 2,
+        cosine_period: int = 300,
+        eta_min: float = 1e-5,
+        max_epochs: int | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor((img_size, img_size))
+        super().__init__(
+            pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
+        )
+        self.model = SimSIDModel(
+            img_size=img_size,
+            num_patch=num_patch,
+            level=level,
+            base_width=base_width,
+            skip_levels=skip_levels,
+            memory=memory,
+            num_slots=num_slots,
+            topk=topk,
+            inpaint_mask_ratio=inpaint_mask_ratio,
+            use_inpainting=use_inpainting,
+            disc_eval_norm=disc_eval_norm,
+        )
+        self.generator_loss = GeneratorLoss(recon_weight, teacher_weight, dist_weight, adv_weight)
+        self.discriminator_loss = DiscriminatorLoss(disc_weight)
+        self.automatic_optimization = False
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Bicubic resize to the model size and scale [0, 1] to [-1, 1] (``(x - 0.5) / 0.5``).
+
+        Only allow-listed transforms, so the pre-processor is restored from checkpoints and exported.
+        """
+        return PreProcessor(
+            transform=Compose([
+                Resize(image_size or (128, 128), interpolation=InterpolationMode.BICUBIC, antialias=True),
+                Normalize(mean=[0.5] * 3, std=[0.5] * 3),
+            ]),
+        )
+
+    def configure_post_processor(self) -> PostProcessor:
+        """anomalib's one-class post-processor: min-max normalisation and a validation-fitted threshold."""
+        return PostProcessor()
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC at validation (so checkpoints can be chosen on it); image AUROC and F1 at test."""
+        return Evaluator(
+            val_metrics=[AUROC(fields=["pred_score", "gt_label"], prefix="image_")],
+            test_metrics=[
+                AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+                F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            ],
+        )
+
+    def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
+        """Critic and generator Adam (spec §3.2); cosine schedule on the generator only."""
+        hp = self.hparams
+        d_opt = optim.Adam(self.model.discriminator.parameters(), lr=hp.disc_lr, betas=(0.5, 0.999), eps=1e-8)
+        g_opt = optim.Adam(
+            self.model.generator.parameters(), lr=hp.lr, betas=(0.5, 0.999), eps=1e-7, weight_decay=hp.weight_decay
+        )
+        schedule = optim.lr_scheduler.CosineAnnealingLR(g_opt, T_max=hp.cosine_period, eta_min=hp.eta_min)
+        return [d_opt, g_opt], [{"scheduler": schedule, "interval": "epoch"}]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        """Critic step on every batch; generator step and queue write every ``n_critic`` batches.
+
+        One generator pass serves both steps, as released. On critic-only batches it runs without
+        an autograd graph and without the teacher: its only use there is the detached fake image.
+        """
+        d_opt, g_opt = self.optimizers()
+        image = self.model.to_gray(batch.image)
+        generator_step = batch_idx % self.hparams.n_critic == 0
+        with torch.set_grad_enabled(generator_step):
+            output = self.model.generator(image, teacher=generator_step)
+
+        d_loss = self.discriminator_loss(
+            self.model.discriminator(image), self.model.discriminator(output.reconstruction.detach())
+        )
+        d_opt.zero_grad()
+        self.manual_backward(d_loss)
+        d_opt.step()
+        logs = {"train_d_loss": d_loss.detach()}
+
+        if generator_step:
+            g_loss, terms = self.generator_loss(image, output, self.model.discriminator(output.reconstruction))
+            g_opt.zero_grad()
+            self.manual_backward(g_loss)
+            g_opt.step()
+            if output.queries is not None:
+                self.model.generator.write_memory(self._gather_queries(output.queries.detach()))
+            logs["train_g_loss"] = g_loss.detach()
+            logs.update({f"train_{name}_loss": value.detach() for name, value in terms.items()})
+        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
+
+    def _gather_queries(self, queries: torch.Tensor) -> torch.Tensor:
+        """Under data parallelism every rank writes all ranks' queries, so the queues stay identical."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return queries
+        return self.all_gather(queries).flatten(0, 1)
+
+    def on_train_epoch_end(self) -> None:
+        """Step the generator's cosine schedule once per epoch (manual optimisation does not)."""
+        self.lr_schedulers().step()
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> Batch:
+        """Score the batch; anomalib's post-processor and evaluator read the returned batch."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping (manual optimisation), no sanity check; ``max_epochs`` only if asked."""
+        args: dict[str, Any] = {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+        if self.hparams.max_epochs is not None:
+            args["max_epochs"] = self.hparams.max_epochs
+        return args
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Trained on normal images only."""
+        return LearningType.ONE_CLASS

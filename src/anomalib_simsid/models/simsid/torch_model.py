@@ -1,0 +1,228 @@
+"""SimSID as a plain torch module: generator (encoder, in-painting, student and teacher decoders) and critic.
+
+Every size derives from ``img_size``, ``num_patch``, ``level`` and ``base_width`` (spec §12), so the
+paper model (128 px, 2x2 patches, level 4, width 32) and a small demo model are one line apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from .inpainting import InpaintingBlock
+from .memory import MemoryMatrix, MemoryQueue
+from .networks import Discriminator, ResBlock, UpBlock
+
+
+def patchify(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B*grid*grid, C, H/grid, W/grid), patches in row-major order."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b * grid * grid, c, h // grid, w // grid)
+
+
+def stitch(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Inverse of :func:`patchify`."""
+    n, c, h, w = x.shape
+    x = x.view(n // (grid * grid), grid, grid, c, h, w).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(n // (grid * grid), c, grid * h, grid * w)
+
+
+class WindowMemory(nn.Module):
+    """Hierarchical decoder memory ("V1"): each 2x2 sub-window of a per-patch map reads its own memory.
+
+    The memory index is the sub-window's position *inside the patch* and the same memories serve
+    every patch (spec §1.6, ambiguity A3). The read always replaces the feature (mask ratio 1.0).
+    """
+
+    def __init__(self, channels: int, spatial: int, num_slots: int, topk: int) -> None:
+        super().__init__()
+        self.memory = MemoryMatrix(4, num_slots, channels * (spatial // 2) ** 2, topk)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Read every sub-window of ``x`` (M, C, h, h) from memory and put the reads back in place."""
+        windows = patchify(x, 2)
+        reads = self.memory(windows.flatten(1).unflatten(0, (-1, 4)))
+        return stitch(reads.reshape(windows.shape), 2)
+
+
+class Encoder(nn.Module):
+    """Shared per-patch CNN: an input ResBlock and ``level`` stride-2 ResBlocks; returns bottleneck and skips."""
+
+    def __init__(self, channels: list[int], grid: int, full_image_skips: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.full_image_skips = full_image_skips
+        self.inc = ResBlock(1, channels[0])
+        self.downs = nn.ModuleList(ResBlock(channels[i], channels[i + 1], stride=2) for i in range(len(channels) - 1))
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encode ``(B*N, 1, P, P)`` patches; the first ``full_image_skips`` skips are stitched."""
+        x = self.inc(patches)
+        skips = []
+        for i, down in enumerate(self.downs):
+            skips.append(stitch(x, self.grid) if i < self.full_image_skips else x)
+            x = down(x)
+        return x, skips
+
+
+class Decoder(nn.Module):
+    """U-Net-style decoder: skip concatenation on the ``skip_levels`` lowest levels, size-only above.
+
+    The student owns a :class:`WindowMemory` after each concatenating level; the teacher has none.
+    Per-patch maps are stitched into full images after the last concatenating level.
+    """
+
+    def __init__(
+        self, channels: list[int], bottleneck: int, grid: int, skip_levels: int, num_slots: int, topk: int | None
+    ) -> None:
+        super().__init__()
+        level = len(channels) - 1
+        self.grid = grid
+        self.skip_levels = skip_levels
+        self.ups = nn.ModuleList()
+        self.memories = nn.ModuleList()
+        spatial = bottleneck
+        for j in range(level):
+            s = level - 1 - j
+            spatial *= 2
+            concat = j < skip_levels
+            self.ups.append(UpBlock(channels[s + 1], channels[s], channels[s], concat=concat))
+            if concat and topk is not None:
+                self.memories.append(WindowMemory(channels[s], spatial, num_slots, topk))
+        self.out = nn.Conv2d(channels[0], 1, 1)
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Decode; returns the reconstruction in [-1, 1] and the feature after every level."""
+        features = []
+        for j, up in enumerate(self.ups):
+            x = up(x, skips[len(skips) - 1 - j])
+            if j < len(self.memories):
+                x = self.memories[j](x)
+            if j == self.skip_levels - 1:
+                x = stitch(x, self.grid)
+            features.append(x)
+        return torch.tanh(self.out(x)), features
+
+
+@dataclass
+class SimSIDTrainOutput:
+    """What the training losses need from one generator pass."""
+
+    reconstruction: torch.Tensor
+    features: list[torch.Tensor]
+    queries: torch.Tensor | None
+    teacher_reconstruction: torch.Tensor | None = None
+    teacher_features: list[torch.Tensor] | None = None
+
+
+class Generator(nn.Module):
+    """Encoder, in-painting block, student decoder with memories and (training-only) teacher decoder."""
+
+    def __init__(
+        self,
+        img_size: int,
+        num_patch: int,
+        level: int,
+        base_width: int,
+        skip_levels: int,
+        memory: str,
+        num_slots: int,
+        topk: int,
+        inpaint_mask_ratio: float,
+        use_inpainting: bool,
+    ) -> None:
+        super().__init__()
+        patch = img_size // num_patch
+        if img_size % num_patch or patch % 2**level or patch // 2**level < 1:
+            msg = (
+                f"img_size {img_size} cannot be cut into a {num_patch}x{num_patch} patch grid whose patches "
+                f"halve {level} times: img_size must be a multiple of num_patch * 2**level = {num_patch * 2**level}"
+            )
+            raise ValueError(msg)
+        if not 0 < skip_levels <= level:
+            msg = f"skip_levels must be in 1..level={level}, got {skip_levels}"
+            raise ValueError(msg)
+        channels = [base_width * 2**i for i in range(level + 1)]
+        bottleneck = patch // 2**level
+        self.grid = num_patch
+        self.encoder = Encoder(channels, num_patch, full_image_skips=level - skip_levels)
+        self.inpainting = (
+            InpaintingBlock(channels[-1], bottleneck, num_patch, memory, num_slots, topk, mask_ratio=inpaint_mask_ratio)
+            if use_inpainting
+            else None
+        )
+        self.student = Decoder(channels, bottleneck, num_patch, skip_levels, num_slots, topk)
+        self.teacher = Decoder(channels, bottleneck, num_patch, skip_levels, num_slots, topk=None)
+
+    def forward(self, image: torch.Tensor, teacher: bool = False) -> SimSIDTrainOutput:
+        """Reconstruct a 1-channel image in [-1, 1]; the teacher runs only when asked (training losses)."""
+        bottleneck, skips = self.encoder(patchify(image, self.grid))
+        queries = None
+        inpainted = bottleneck
+        if self.inpainting is not None:
+            inpainted, queries = self.inpainting(bottleneck)
+        reconstruction, features = self.student(inpainted, skips)
+        output = SimSIDTrainOutput(reconstruction, features, queries)
+        if teacher:
+            output.teacher_reconstruction, output.teacher_features = self.teacher(
+                bottleneck.detach(), [s.detach() for s in skips]
+            )
+        return output
+
+    def write_memory(self, queries: torch.Tensor) -> None:
+        """Store the bottleneck queries of a generator step in the queue (a no-op for a learned matrix)."""
+        if self.inpainting is not None and isinstance(self.inpainting.memory, MemoryQueue):
+            self.inpainting.memory.write(queries)
+
+
+class SimSIDModel(nn.Module):
+    """SimSID generator and discriminator.
+
+    In eval mode ``forward`` takes anomalib's 3-channel batch in [-1, 1], reduces it to one channel
+    (the channel mean), reconstructs it with the student path only, and returns an
+    :class:`~anomalib.data.InferenceBatch`: ``pred_score`` is the negated critic logit of the
+    reconstruction (monotone in the paper's ``1 - sigmoid((s - mu) / sigma)``) and ``anomaly_map``
+    the absolute reconstruction residual (a plugin extension: the paper defines no map).
+    In training mode it returns :class:`SimSIDTrainOutput` with the teacher included.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 128,
+        num_patch: int = 2,
+        level: int = 4,
+        base_width: int = 32,
+        skip_levels: int = 2,
+        memory: str = "matrix",
+        num_slots: int = 200,
+        topk: int = 5,
+        inpaint_mask_ratio: float = 1.0,
+        use_inpainting: bool = True,
+        disc_eval_norm: str = "per_sample",
+    ) -> None:
+        super().__init__()
+        if img_size % 32:
+            msg = f"img_size must be a multiple of 32 (the critic halves it 5 times down to img_size/32), got {img_size}"
+            raise ValueError(msg)
+        self.generator = Generator(
+            img_size, num_patch, level, base_width, skip_levels, memory, num_slots, topk, inpaint_mask_ratio, use_inpainting
+        )
+        self.discriminator = Discriminator(img_size, final_size=img_size // 32, eval_norm=disc_eval_norm)
+
+    @staticmethod
+    def to_gray(image: torch.Tensor) -> torch.Tensor:
+        """Reduce anomalib's forced 3-channel batch to the single channel SimSID is defined on."""
+        return image.mean(dim=1, keepdim=True) if image.shape[1] != 1 else image
+
+    def forward(self, image: torch.Tensor) -> InferenceBatch | SimSIDTrainOutput:
+        """Training: generator pass with teacher. Eval: score and residual map, student path only."""
+        gray = self.to_gray(image)
+        if self.training:
+            return self.generator(gray, teacher=True)
+        reconstruction = self.generator(gray).reconstruction
+        score = -self.discriminator(reconstruction)
+        return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
