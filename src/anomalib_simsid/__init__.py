@@ -5,8 +5,7 @@ Importing the package registers ``SimSID`` in ``anomalib.models`` and the datamo
 ``--model SimSID`` on the CLI additionally relies on the ``.pth`` autoload hook.
 """
 
-import anomalib.data
-import anomalib.models
+import importlib
 
 from .data import DigitAnatomy
 from .models import SimSID, SimSIDModel
@@ -14,12 +13,16 @@ from .models import SimSID, SimSIDModel
 __all__ = ["DigitAnatomy", "SimSID", "SimSIDModel"]
 __version__ = "0.1.0"
 
+_EXPORTS = {"anomalib.models": ["SimSID"], "anomalib.data": ["DigitAnatomy"]}
+
 
 def _register() -> None:
-    for name in ("SimSID",):
-        setattr(anomalib.models, name, globals()[name])
-    for name in ("DigitAnatomy",):
-        setattr(anomalib.data, name, globals()[name])
+    # import_module, not attribute access: the autoload hook runs while ``anomalib.models`` is
+    # still being bound to its parent package.
+    for module_name, names in _EXPORTS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            setattr(module, name, globals()[name])
 
 
 _register()

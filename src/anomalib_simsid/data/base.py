@@ -40,7 +40,9 @@ class SampleDataset(AnomalibDataset):
         image = read_image(row.image_path)
         if self.augmentations:
             image = self.augmentations(image)
-        return ImageItem(image=image, gt_label=torch.tensor(int(row.label_index)), image_path=str(row.image_path))
+        return ImageItem(
+            image=image, gt_label=torch.tensor(int(row.label_index)), image_path=str(row.image_path)
+        )
 
 
 class SplitDataModule(AnomalibDataModule):
@@ -92,4 +94,4 @@ class SplitDataModule(AnomalibDataModule):
         rank_zero_info(f"{self.name} splits (rows: split, columns: 0 normal / 1 abnormal):\n{counts}")
 
     def _create_test_split(self) -> None:
-        """The protocol fixes the test set; anomalib must not move training normals into it."""
+        """Keep the protocol's test set: anomalib must not move training normals into it."""

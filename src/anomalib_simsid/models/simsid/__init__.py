@@ -1,5 +1,6 @@
 """SimSID: "Exploiting Structural Consistency of Chest Anatomy for Unsupervised Anomaly Detection in
-Radiography Images" (Xiang et al., IEEE TPAMI 2024, https://arxiv.org/abs/2403.08689)."""
+Radiography Images" (Xiang et al., IEEE TPAMI 2024, https://arxiv.org/abs/2403.08689).
+"""
 
 from .lightning_model import SimSID
 from .torch_model import SimSIDModel

@@ -19,8 +19,10 @@ def position_bits(num_positions: int) -> torch.Tensor:
 
     One bit more than needed for N = 4, exactly as released; kept for parameter-count parity.
     """
-    num_bits = int(math.floor(math.log2(num_positions))) + 1
-    return torch.tensor([[(i >> b) & 1 for b in reversed(range(num_bits))] for i in range(num_positions)]).float()
+    num_bits = math.floor(math.log2(num_positions)) + 1
+    return torch.tensor(
+        [[(i >> b) & 1 for b in reversed(range(num_bits))] for i in range(num_positions)]
+    ).float()
 
 
 class InpaintingBlock(nn.Module):
@@ -61,7 +63,9 @@ class InpaintingBlock(nn.Module):
             msg = f"in-painting: memory dimension {self.dim} is not divisible by {num_heads} attention heads"
             raise ValueError(msg)
         self.mask_ratio = mask_ratio
-        self.reduce = nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced), nn.ReLU())
+        self.reduce = nn.Sequential(
+            nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced), nn.ReLU()
+        )
         self.memory = build_memory(memory, num_patch * num_patch, num_slots, self.dim, topk)
         self.attention = nn.MultiheadAttention(self.dim, num_heads)
         self.norm1 = nn.LayerNorm(self.dim)

@@ -92,7 +92,10 @@ class SimSID(AnomalibModule):
         if pre_processor is True:
             pre_processor = self.configure_pre_processor((img_size, img_size))
         super().__init__(
-            pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator, visualizer=visualizer
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
         )
         self.model = SimSIDModel(
             img_size=img_size,
@@ -118,15 +121,21 @@ class SimSID(AnomalibModule):
         Only allow-listed transforms, so the pre-processor is restored from checkpoints and exported.
         """
         return PreProcessor(
-            transform=Compose([
-                Resize(image_size or (128, 128), interpolation=InterpolationMode.BICUBIC, antialias=True),
-                Normalize(mean=[0.5] * 3, std=[0.5] * 3),
-            ]),
+            transform=Compose(
+                [
+                    Resize(image_size or (128, 128), interpolation=InterpolationMode.BICUBIC, antialias=True),
+                    Normalize(mean=[0.5] * 3, std=[0.5] * 3),
+                ]
+            ),
         )
 
     def configure_post_processor(self) -> PostProcessor:
-        """anomalib's one-class post-processor: min-max normalisation and a validation-fitted threshold."""
-        return PostProcessor()
+        """Anomalib's one-class post-processor: min-max normalisation and a validation-fitted threshold.
+
+        Threshold matching is off: without masks it would reuse the image threshold (a critic logit)
+        on the residual map, which has other units, and saturate every exported heatmap at 0 or 1.
+        """
+        return PostProcessor(enable_threshold_matching=False)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
@@ -144,7 +153,11 @@ class SimSID(AnomalibModule):
         hp = self.hparams
         d_opt = optim.Adam(self.model.discriminator.parameters(), lr=hp.disc_lr, betas=(0.5, 0.999), eps=1e-8)
         g_opt = optim.Adam(
-            self.model.generator.parameters(), lr=hp.lr, betas=(0.5, 0.999), eps=1e-7, weight_decay=hp.weight_decay
+            self.model.generator.parameters(),
+            lr=hp.lr,
+            betas=(0.5, 0.999),
+            eps=1e-7,
+            weight_decay=hp.weight_decay,
         )
         schedule = optim.lr_scheduler.CosineAnnealingLR(g_opt, T_max=hp.cosine_period, eta_min=hp.eta_min)
         return [d_opt, g_opt], [{"scheduler": schedule, "interval": "epoch"}]
@@ -170,7 +183,9 @@ class SimSID(AnomalibModule):
         logs = {"train_d_loss": d_loss.detach()}
 
         if generator_step:
-            g_loss, terms = self.generator_loss(image, output, self.model.discriminator(output.reconstruction))
+            g_loss, terms = self.generator_loss(
+                image, output, self.model.discriminator(output.reconstruction)
+            )
             g_opt.zero_grad()
             self.manual_backward(g_loss)
             g_opt.step()

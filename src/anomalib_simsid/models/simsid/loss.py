@@ -16,7 +16,9 @@ class GeneratorLoss(nn.Module):
     model); the distillation term trains both decoders and the whole student path.
     """
 
-    def __init__(self, recon: float = 10.0, teacher: float = 0.01, dist: float = 0.001, adv: float = 0.005) -> None:
+    def __init__(
+        self, recon: float = 10.0, teacher: float = 0.01, dist: float = 0.001, adv: float = 0.005
+    ) -> None:
         super().__init__()
         self.weights = {"recon": recon, "teacher": teacher, "dist": dist, "adv": adv}
 
@@ -27,7 +29,9 @@ class GeneratorLoss(nn.Module):
         terms = {
             "recon": F.mse_loss(output.reconstruction, image),
             "teacher": F.mse_loss(output.teacher_reconstruction, image),
-            "dist": sum(F.mse_loss(s, t) for s, t in zip(output.features, output.teacher_features, strict=True)),
+            "dist": sum(
+                F.mse_loss(s, t) for s, t in zip(output.features, output.teacher_features, strict=True)
+            ),
             "adv": F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)),
         }
         return sum(self.weights[k] * v for k, v in terms.items()), terms

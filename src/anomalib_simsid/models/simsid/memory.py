@@ -51,7 +51,9 @@ class MemoryMatrix(nn.Module):
     def __init__(self, num_memory: int, num_slots: int, slot_dim: int, topk: int) -> None:
         super().__init__()
         self.topk = topk
-        self.weight = nn.Parameter(torch.stack([_uniform_slots(num_slots, slot_dim) for _ in range(num_memory)]))
+        self.weight = nn.Parameter(
+            torch.stack([_uniform_slots(num_slots, slot_dim) for _ in range(num_memory)])
+        )
 
     @property
     def slots(self) -> torch.Tensor:
@@ -60,7 +62,9 @@ class MemoryMatrix(nn.Module):
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
         """Read ``query`` of shape ``(B, num_memory, slot_dim)``; memory ``j`` serves column ``j``."""
-        return torch.stack([sparse_read(query[:, j], mem, self.topk) for j, mem in enumerate(self.slots)], dim=1)
+        return torch.stack(
+            [sparse_read(query[:, j], mem, self.topk) for j, mem in enumerate(self.slots)], dim=1
+        )
 
 
 class MemoryQueue(MemoryMatrix):
@@ -74,7 +78,9 @@ class MemoryQueue(MemoryMatrix):
     def __init__(self, num_memory: int, num_slots: int, slot_dim: int, topk: int) -> None:
         nn.Module.__init__(self)
         self.topk = topk
-        self.register_buffer("memory", torch.stack([_uniform_slots(num_slots, slot_dim) for _ in range(num_memory)]))
+        self.register_buffer(
+            "memory", torch.stack([_uniform_slots(num_slots, slot_dim) for _ in range(num_memory)])
+        )
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     @property

@@ -19,7 +19,9 @@ class ResBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
         super().__init__()
         self.head = nn.Sequential(*_conv_bn(in_ch, out_ch, stride), nn.ReLU(inplace=True))
-        self.residual = nn.Sequential(*_conv_bn(out_ch, out_ch), nn.ReLU(inplace=True), *_conv_bn(out_ch, out_ch))
+        self.residual = nn.Sequential(
+            *_conv_bn(out_ch, out_ch), nn.ReLU(inplace=True), *_conv_bn(out_ch, out_ch)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -60,7 +62,9 @@ class Discriminator(nn.Module):
     * ``"running"``: standard eval-mode BN with running statistics.
     """
 
-    def __init__(self, img_size: int, in_ch: int = 1, final_size: int = 4, eval_norm: str = "per_sample") -> None:
+    def __init__(
+        self, img_size: int, in_ch: int = 1, final_size: int = 4, eval_norm: str = "per_sample"
+    ) -> None:
         super().__init__()
         if eval_norm not in {"per_sample", "running"}:
             msg = f"eval_norm must be 'per_sample' or 'running', got {eval_norm!r}"

@@ -50,14 +50,16 @@ class WindowMemory(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Shared per-patch CNN: an input ResBlock and ``level`` stride-2 ResBlocks; returns bottleneck and skips."""
+    """Per-patch CNN shared by all patches: an input ResBlock, then ``level`` stride-2 ResBlocks."""
 
     def __init__(self, channels: list[int], grid: int, full_image_skips: int) -> None:
         super().__init__()
         self.grid = grid
         self.full_image_skips = full_image_skips
         self.inc = ResBlock(1, channels[0])
-        self.downs = nn.ModuleList(ResBlock(channels[i], channels[i + 1], stride=2) for i in range(len(channels) - 1))
+        self.downs = nn.ModuleList(
+            ResBlock(channels[i], channels[i + 1], stride=2) for i in range(len(channels) - 1)
+        )
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Encode ``(B*N, 1, P, P)`` patches; the first ``full_image_skips`` skips are stitched."""
@@ -77,7 +79,13 @@ class Decoder(nn.Module):
     """
 
     def __init__(
-        self, channels: list[int], bottleneck: int, grid: int, skip_levels: int, num_slots: int, topk: int | None
+        self,
+        channels: list[int],
+        bottleneck: int,
+        grid: int,
+        skip_levels: int,
+        num_slots: int,
+        topk: int | None,
     ) -> None:
         super().__init__()
         level = len(channels) - 1
@@ -140,7 +148,8 @@ class Generator(nn.Module):
         if img_size % num_patch or patch % 2**level or patch // 2**level < 1:
             msg = (
                 f"img_size {img_size} cannot be cut into a {num_patch}x{num_patch} patch grid whose patches "
-                f"halve {level} times: img_size must be a multiple of num_patch * 2**level = {num_patch * 2**level}"
+                f"halve {level} times: img_size must be a multiple of "
+                f"num_patch * 2**level = {num_patch * 2**level}"
             )
             raise ValueError(msg)
         if not 0 < skip_levels <= level:
@@ -151,7 +160,9 @@ class Generator(nn.Module):
         self.grid = num_patch
         self.encoder = Encoder(channels, num_patch, full_image_skips=level - skip_levels)
         self.inpainting = (
-            InpaintingBlock(channels[-1], bottleneck, num_patch, memory, num_slots, topk, mask_ratio=inpaint_mask_ratio)
+            InpaintingBlock(
+                channels[-1], bottleneck, num_patch, memory, num_slots, topk, mask_ratio=inpaint_mask_ratio
+            )
             if use_inpainting
             else None
         )
@@ -206,10 +217,19 @@ class SimSIDModel(nn.Module):
     ) -> None:
         super().__init__()
         if img_size % 32:
-            msg = f"img_size must be a multiple of 32 (the critic halves it 5 times down to img_size/32), got {img_size}"
+            msg = f"img_size must be a multiple of 32 (the critic halves it 5 times), got {img_size}"
             raise ValueError(msg)
         self.generator = Generator(
-            img_size, num_patch, level, base_width, skip_levels, memory, num_slots, topk, inpaint_mask_ratio, use_inpainting
+            img_size,
+            num_patch,
+            level,
+            base_width,
+            skip_levels,
+            memory,
+            num_slots,
+            topk,
+            inpaint_mask_ratio,
+            use_inpainting,
         )
         self.discriminator = Discriminator(img_size, final_size=img_size // 32, eval_norm=disc_eval_norm)
 

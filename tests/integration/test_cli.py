@@ -1,0 +1,80 @@
+"""The user-facing CLI: `anomalib train --model SimSID --config ...` as a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, TINY_DATA, TINY_MODEL
+
+
+def _config(tmp_path: Path, digit_root: Path, **model_extra: object) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "digitanatomy.yaml").read_text())
+    config["default_root_dir"] = str(tmp_path / "results")
+    config["trainer"].update({"max_epochs": 2, "enable_progress_bar": False})
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
+    config["model"]["init_args"].update({**TINY_MODEL, **model_extra})
+    config["data"]["init_args"].update({"root": str(digit_root), **TINY_DATA, "eval_batch_size": 8})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_literal_train_command_writes_checkpoint_and_metrics(
+    tmp_path: Path, digit_root: Path, anomalib_bin: str
+) -> None:
+    """`--model SimSID` comes *before* `--config`: only the autoload hook makes that resolve."""
+    result = _run(
+        [anomalib_bin, "train", "--model", "SimSID", "--config", str(_config(tmp_path, digit_root))], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "image_AUROC" in result.stdout
+    ckpts = list((tmp_path / "results").rglob("*.ckpt"))
+    assert ckpts, "no checkpoint written"
+    rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
+    assert any(row.get("train_g_loss") for row in rows)
+    assert any(row.get("image_AUROC") for row in rows), "validation AUROC was not logged"
+    assert sum(1 for row in rows if row.get("train_d_loss")) == 2  # one per epoch
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "expected"),
+    [
+        (["--model.init_args.memory_size", "3"], "memory_size"),
+        (["--model.img_size", "100"], "multiple of 32"),
+        (["--model.img_size", "96", "--model.num_patch", "2", "--model.level", "5"], "num_patch * 2**level"),
+    ],
+)
+def test_bad_configuration_is_explained(
+    tmp_path: Path, digit_root: Path, anomalib_bin: str, extra_args: list[str], expected: str
+) -> None:
+    args = [
+        anomalib_bin,
+        "fit",
+        "--model",
+        "SimSID",
+        "--config",
+        str(_config(tmp_path, digit_root)),
+        *extra_args,
+    ]
+    result = _run(args, tmp_path)
+    assert result.returncode != 0
+    assert expected in result.stderr + result.stdout
+
+
+def test_unknown_option_in_yaml_is_named(tmp_path: Path, digit_root: Path, anomalib_bin: str) -> None:
+    config = _config(tmp_path, digit_root, num_slotz=10)
+    result = _run([anomalib_bin, "fit", "--config", str(config)], tmp_path)
+    assert result.returncode != 0
+    assert "num_slotz" in result.stderr + result.stdout
