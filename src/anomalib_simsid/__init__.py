@@ -7,13 +7,16 @@ Importing the package registers ``SimSID`` in ``anomalib.models`` and the datamo
 
 import importlib
 
-from .data import DigitAnatomy
+from .data import COVIDx, CheXpert, DigitAnatomy, ZhangLab
 from .models import SimSID, SimSIDModel
 
-__all__ = ["DigitAnatomy", "SimSID", "SimSIDModel"]
+__all__ = ["COVIDx", "CheXpert", "DigitAnatomy", "SimSID", "SimSIDModel", "ZhangLab"]
 __version__ = "0.1.0"
 
-_EXPORTS = {"anomalib.models": ["SimSID"], "anomalib.data": ["DigitAnatomy"]}
+_EXPORTS = {
+    "anomalib.models": ["SimSID"],
+    "anomalib.data": ["COVIDx", "CheXpert", "DigitAnatomy", "ZhangLab"],
+}
 
 
 def _register() -> None:

@@ -1,5 +1,18 @@
 """Datamodules: the built-in DigitAnatomy and the chest X-ray sets with the paper's protocols."""
 
+from .augmentation import simsid_train_augmentation
+from .chexpert import CheXpert
+from .covidx import COVIDx
 from .digit_anatomy import DigitAnatomy
+from .image_io import ImageReadError, read_image
+from .zhanglab import ZhangLab
 
-__all__ = ["DigitAnatomy"]
+__all__ = [
+    "COVIDx",
+    "CheXpert",
+    "DigitAnatomy",
+    "ImageReadError",
+    "ZhangLab",
+    "read_image",
+    "simsid_train_augmentation",
+]

@@ -1,16 +1,26 @@
 """Reading radiographs as anomalib expects them: float32 tensors (3, H, W) in [0, 1].
 
 anomalib's own ``read_image`` does ``PIL.Image.open(path).convert("RGB")``, which clips 16-bit
-PNGs to white. This reader keeps the full dynamic range and names the file on any failure.
+PNGs to white and cannot read DICOM. This reader keeps the full dynamic range (scaling by the
+bit depth), applies the DICOM display pipeline (rescale, VOI window, MONOCHROME1 inversion),
+composites alpha on black, and names the file on any failure.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+EXPECTED = "an 8- or 16-bit grayscale, RGB or RGBA PNG/JPEG, or a single-frame DICOM"
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageReadError(RuntimeError):
@@ -21,21 +31,205 @@ def read_image(path: str | Path) -> torch.Tensor:
     """Read an image file as a ``(3, H, W)`` float32 tensor in [0, 1] (grey replicated to 3 channels)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            array = _to_unit_float(img)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        msg = f"cannot read image {path}: {err}. Expected an 8- or 16-bit grayscale, RGB or RGBA PNG/JPEG."
+        array = _read_dicom(path) if is_dicom(path) else _read_raster(path)
+    except ImageReadError:
+        raise
+    except Exception as err:
+        msg = f"cannot read image {path}: {type(err).__name__}: {err}. Expected {EXPECTED}."
         raise ImageReadError(msg) from err
+    array = np.clip(np.nan_to_num(array.astype(np.float32, copy=False)), 0.0, 1.0)
     if array.ndim == 2:
         array = np.repeat(array[None], 3, axis=0)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _to_unit_float(img: Image.Image) -> np.ndarray:
-    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        array = np.asarray(img, dtype=np.float32)
-        return array / (65535.0 if array.max() > 255 or img.mode.startswith("I;16") else 255.0)
-    if img.mode in {"L", "P", "1"}:
+def is_dicom(path: Path) -> bool:
+    """DICOM by suffix, or by the ``DICM`` magic for files without a raster suffix."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in RASTER_SUFFIXES:
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def check_image(path: str | Path) -> None:
+    """Cheaply check that ``path`` is a readable image, raising :class:`ImageReadError` if not.
+
+    Decoding every image at setup would take minutes on full-size datasets, so raster files are
+    only opened (header), verified where Pillow can (PNG chunk CRCs up to IEND) and, for JPEG,
+    checked for the end-of-image marker, which catches truncated downloads. DICOM files, which none
+    of the supported datasets ship, are fully decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"image {path} does not exist or is not a file; expected {EXPECTED}."
+        raise ImageReadError(msg)
+    if is_dicom(path):
+        read_image(path)
+        return
+    try:
+        with Image.open(path) as img:
+            image_format = img.format
+            img.verify()
+    except Exception as err:
+        msg = f"cannot read image {path}: {type(err).__name__}: {err}. Expected {EXPECTED}."
+        raise ImageReadError(msg) from err
+    if image_format == "JPEG" and not _has_jpeg_end_marker(path):
+        msg = f"image {path} is a truncated JPEG (no end-of-image marker); expected {EXPECTED}."
+        raise ImageReadError(msg)
+
+
+def find_unreadable(paths: Iterable[str | Path]) -> dict[str, str]:
+    """Map each unreadable path (by :func:`check_image`) to the reason, in input order."""
+    bad: dict[str, str] = {}
+    for path in paths:
+        try:
+            check_image(path)
+        except ImageReadError as err:
+            bad[str(path)] = str(err)
+    return bad
+
+
+def _has_jpeg_end_marker(path: Path, tail: int = 4096) -> bool:
+    """Look for the EOI marker near the end (some encoders pad after it)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(max(0, size - tail))
+        return b"\xff\xd9" in handle.read()
+
+
+# --------------------------------------------------------------------------------------- raster
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    if _is_16bit_colour_png(path):
+        return _read_16bit_colour_png(path)
+    with Image.open(path) as img:
+        img.load()
+        return _pil_to_unit(img)
+
+
+def _is_16bit_colour_png(path: Path) -> bool:
+    """Pillow reduces 16-bit RGB(A)/LA PNGs to 8 bits, so those go through OpenCV."""
+    with path.open("rb") as handle:
+        head = handle.read(26)
+    return len(head) == 26 and head.startswith(_PNG_SIGNATURE) and head[24] == 16 and head[25] != 0
+
+
+def _read_16bit_colour_png(path: Path) -> np.ndarray:
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        msg = f"cannot read image {path}: OpenCV could not decode this 16-bit PNG. Expected {EXPECTED}."
+        raise ImageReadError(msg)
+    array = array.astype(np.float32) / 65535.0
+    if array.ndim == 2:
+        return array
+    if array.shape[2] == 2:  # grey + alpha
+        return array[..., 0] * array[..., 1]
+    rgb = array[..., 2::-1]  # BGR(A) -> RGB
+    if array.shape[2] == 4:
+        rgb = rgb * array[..., 3:4]
+    return rgb.transpose(2, 0, 1)
+
+
+def _pil_to_unit(img: Image.Image) -> np.ndarray:
+    """Scale by the image's bit depth (never by its content), alpha composited on black."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    if mode == "I":  # 32-bit int: 16-bit PNGs on some Pillow versions, or TIFF
+        array = np.asarray(img, dtype=np.float64)
+        if img.format == "PNG" or (array.size and array.min() >= 0 and array.max() <= 65535):
+            return (array / 65535.0).astype(np.float32)
+        return _min_max(array)
+    if mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        if array.size and array.min() >= 0.0 and array.max() <= 1.0:
+            return array.astype(np.float32)
+        return _min_max(array)
+    if mode in {"1", "L"}:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    if mode in {"LA", "La"}:
+        grey_alpha = np.asarray(img.convert("LA"), dtype=np.float32) / 255.0
+        return grey_alpha[..., 0] * grey_alpha[..., 1]
+    if mode in {"RGBA", "RGBa", "PA"} or (mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        return (rgba[..., :3] * rgba[..., 3:4]).transpose(2, 0, 1)
     return np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _min_max(array: np.ndarray) -> np.ndarray:
+    low, high = float(array.min()), float(array.max())
+    if not math.isfinite(low) or not math.isfinite(high) or high <= low:
+        return np.zeros(array.shape, dtype=np.float32)
+    return ((array - low) / (high - low)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------- DICOM
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True)  # files without the 128-byte preamble
+    if "PixelData" not in ds:
+        msg = f"cannot read image {path}: the DICOM file has no pixel data. Expected {EXPECTED}."
+        raise ImageReadError(msg)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        msg = f"cannot read image {path}: the DICOM file has {frames} frames. Expected {EXPECTED}."
+        raise ImageReadError(msg)
+    array = ds.pixel_array
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric in {"MONOCHROME1", "MONOCHROME2"}:
+        values = np.asarray(apply_modality_lut(array, ds), dtype=np.float64)
+        unit = _voi_window(values, ds)
+        return 1.0 - unit if photometric == "MONOCHROME1" else unit
+    if photometric == "PALETTE COLOR":
+        array = apply_color_lut(array, ds)
+        bits = 16 if array.dtype.itemsize > 1 else 8
+    else:  # RGB; pydicom already converts YBR_* to RGB in pixel_array
+        bits = int(ds.get("BitsStored", 8 * array.dtype.itemsize))
+    rgb = np.asarray(array, dtype=np.float64) / float(2**bits - 1)
+    return rgb.transpose(2, 0, 1).astype(np.float32)
+
+
+def _first(value: object) -> float:
+    """WindowCenter/WindowWidth may be multi-valued; the first pair is the default view."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0]
+    return float(value)  # type: ignore[arg-type]
+
+
+def _voi_window(values: np.ndarray, ds: object) -> np.ndarray:
+    """Apply the DICOM VOI window (PS3.3 C.11.2.1.2) if present, otherwise stretch min..max."""
+    center = getattr(ds, "WindowCenter", None)
+    width = getattr(ds, "WindowWidth", None)
+    if center is None or width is None:
+        return _min_max(values)
+    center, width = _first(center), _first(width)
+    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if width <= 0:
+        return _min_max(values)
+    if function == "SIGMOID":
+        out = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    elif function == "LINEAR_EXACT":
+        out = (values - center) / width + 0.5
+    elif width <= 1.0:
+        out = (values > center - 0.5).astype(np.float64)
+    else:
+        out = (values - (center - 0.5)) / (width - 1.0) + 0.5
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -1,4 +1,6 @@
-"""SimSID: "Exploiting Structural Consistency of Chest Anatomy for Unsupervised Anomaly Detection in
+"""SimSID for anomalib.
+
+Paper: "Exploiting Structural Consistency of Chest Anatomy for Unsupervised Anomaly Detection in
 Radiography Images" (Xiang et al., IEEE TPAMI 2024, https://arxiv.org/abs/2403.08689).
 """
 

@@ -1,0 +1,234 @@
+"""Export a trained SimSID to OpenVINO IR: FP32, FP16 and INT8 from one trace, with metadata.
+
+anomalib's own path (``Engine.export`` / ``anomalib export``) works for SimSID and is what these
+helpers build on, with three differences that matter for deployment:
+
+* **INT8 calibration data.** ``CompressionType.INT8_PTQ`` calibrates on ``datamodule.val_dataloader()``
+  (see ``ExportMixin._post_training_quantization_ov`` in anomalib 2.7.0), and SimSID's validation split
+  holds normal *and* abnormal images. SimSID is a one-class model, so we calibrate on the training
+  normals instead: :class:`TrainNormalsCalibration` wraps any datamodule so that its "validation"
+  loader yields the un-augmented, normal-only training images, and works with ``Engine.export`` too.
+* **One trace.** The ONNX trace is the slow part of an export (tens of seconds); FP16 and INT8 are
+  derived from the same converted FP32 model instead of re-tracing per precision.
+* **Metadata.** The IR carries ``rt_info`` (``simsid/model_type``, ``img_size``, ``compression``, ...)
+  so :mod:`~anomalib_simsid.deploy.score_folder` can refuse a model that is not SimSID and resize
+  inputs exactly as training did.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.data import AnomalibDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms.v2 import InterpolationMode, Resize
+
+import anomalib_simsid
+from anomalib_simsid.models import SimSID
+
+from .checkpoint import NotSimSIDError, load_simsid, prepare_for_deployment
+
+logger = logging.getLogger(__name__)
+
+COMPRESSIONS = ("fp32", "fp16", "int8")
+METADATA_SECTION = "simsid"
+MODEL_TYPE = "SimSID"
+OPSET = 18  # the dynamo exporter's own opset; anomalib's default (14) only adds a failed down-conversion
+
+
+def training_resize(size: tuple[int, int]) -> Resize:
+    """The resize SimSID trains with (bicubic, antialiased); the exported graph's own resize is not antialiased."""
+    return Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
+def normal_training_subset(
+    datamodule: AnomalibDataModule, max_images: int = 300, image_size: tuple[int, int] | None = None
+) -> Subset:
+    """The training split's normal images, without random augmentation, evenly sub-sampled.
+
+    ``image_size`` pre-resizes like training (antialiased bicubic), so calibration sees the same
+    pixels as deployment through :func:`~anomalib_simsid.deploy.score_folder.score_folder`.
+    """
+    if getattr(datamodule, "train_data", None) is None:
+        datamodule.setup("fit")
+    dataset = copy.copy(datamodule.train_data)
+    dataset.augmentations = training_resize(image_size) if image_size else None
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and "label_index" in samples:
+        labels = np.asarray(samples["label_index"], dtype=int)
+    else:
+        labels = np.zeros(len(dataset), dtype=int)
+    normal = np.flatnonzero(labels == 0)
+    if len(normal) < len(labels):
+        logger.warning("calibration: skipping %d abnormal training images", len(labels) - len(normal))
+    if len(normal) == 0:
+        msg = f"{datamodule.name}: the training split has no normal images to calibrate INT8 on"
+        raise ValueError(msg)
+    if len(normal) > max_images:
+        normal = normal[np.linspace(0, len(normal) - 1, max_images).round().astype(int)]
+    return Subset(dataset, normal.tolist())
+
+
+class TrainNormalsCalibration(AnomalibDataModule):
+    """Wrap a datamodule so INT8 calibration sees its training normals, not its validation split.
+
+    anomalib's ``INT8_PTQ`` reads ``val_dataloader()``; this wrapper returns the normal training
+    images there (batch 1, no augmentation), so it can be passed to ``Engine.export`` directly::
+
+        engine.export(model, ExportType.OPENVINO, compression_type=CompressionType.INT8_PTQ,
+                      datamodule=TrainNormalsCalibration(DigitAnatomy(root=...), image_size=(96, 96)))
+
+    Args:
+        datamodule: the datamodule the model was trained with (its train split is normal-only).
+        max_images: calibration images (evenly spaced over the training split); NNCF uses up to 300.
+        image_size: pre-resize like training (the model's ``img_size``); ``None`` leaves it to the graph.
+    """
+
+    def __init__(
+        self, datamodule: AnomalibDataModule, max_images: int = 300, image_size: Sequence[int] | None = None
+    ) -> None:
+        super().__init__(train_batch_size=1, eval_batch_size=1, num_workers=0)
+        self.datamodule = datamodule
+        self.max_images = max_images
+        self.image_size = tuple(image_size) if image_size else None
+        self.calibration_data: Subset | None = None
+
+    @property
+    def name(self) -> str:
+        """Named after the wrapped datamodule."""
+        return f"{self.datamodule.name}TrainNormals"
+
+    def _setup(self, _stage: str | None = None) -> None:
+        self.calibration_data = normal_training_subset(self.datamodule, self.max_images, self.image_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the calibration subset once; anomalib's split logic does not apply here."""
+        del stage
+        if self.calibration_data is None:
+            self._setup()
+
+    def val_dataloader(self) -> DataLoader:
+        """The calibration images, one per batch (raw sizes may differ; the graph resizes)."""
+        self.setup()
+        assert self.calibration_data is not None
+        collate = getattr(self.calibration_data.dataset, "collate_fn", None)
+        return DataLoader(self.calibration_data, batch_size=1, shuffle=False, collate_fn=collate)
+
+    train_dataloader = val_dataloader
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader
+
+
+def calibration_arrays(data: Dataset, limit: int | None = None) -> list[np.ndarray]:
+    """Calibration inputs as ``(1, 3, H, W)`` float32 arrays in [0, 1] (the exported graph's input)."""
+    arrays = []
+    for index in range(len(data) if limit is None else min(limit, len(data))):
+        image = data[index].image
+        arrays.append(image.unsqueeze(0).numpy().astype(np.float32))
+    return arrays
+
+
+def quantize_int8(ov_model: Any, calibration: Sequence[np.ndarray]) -> Any:  # noqa: ANN401 - openvino.Model
+    """Post-training INT8 quantisation with NNCF's defaults, as anomalib's ``INT8_PTQ`` does."""
+    import nncf
+
+    dataset = nncf.Dataset(list(calibration))
+    return nncf.quantize(ov_model, dataset, subset_size=len(calibration))
+
+
+def set_metadata(ov_model: Any, info: dict[str, Any]) -> None:  # noqa: ANN401 - openvino.Model
+    """Write ``info`` into the IR's ``rt_info`` under ``simsid/``."""
+    for key, value in info.items():
+        ov_model.set_rt_info(str(value), [METADATA_SECTION, key])
+
+
+def read_metadata(ov_model: Any) -> dict[str, str]:  # noqa: ANN401 - openvino.Model
+    """The ``simsid/`` ``rt_info`` of an IR, empty when it was exported without these helpers."""
+    if not ov_model.has_rt_info([METADATA_SECTION]):
+        return {}
+    section = ov_model.get_rt_info()[METADATA_SECTION]
+    return {key: section[key].astype(str) for key in section}
+
+
+def export_openvino(
+    model: SimSID | str | Path,
+    export_root: str | Path,
+    compressions: Sequence[str] = ("fp32",),
+    datamodule: AnomalibDataModule | None = None,
+    calibration_size: int = 300,
+    input_size: tuple[int, int] | None = None,
+    model_file_name: str = "model",
+) -> dict[str, Path]:
+    """Export a trained SimSID (model or checkpoint path) to OpenVINO IR in each of ``compressions``.
+
+    Files go where anomalib puts them: ``<export_root>/weights/openvino/model.xml`` for FP32, and
+    ``model_fp16.xml`` / ``model_int8.xml`` beside it. INT8 needs ``datamodule``, whose normal
+    training images calibrate the quantiser (see :class:`TrainNormalsCalibration`).
+
+    Returns:
+        the ``.xml`` path per compression.
+    """
+    import openvino as ov
+
+    unknown = set(compressions) - set(COMPRESSIONS)
+    if unknown:
+        msg = f"unknown compression {sorted(unknown)}; choose from {COMPRESSIONS}"
+        raise ValueError(msg)
+    if "int8" in compressions and datamodule is None:
+        msg = "INT8 export needs a datamodule: its normal training images calibrate the quantiser"
+        raise ValueError(msg)
+    if isinstance(model, str | Path):
+        model = load_simsid(model)
+    if not isinstance(model, SimSID):
+        msg = f"export_openvino exports SimSID models only, got {type(model).__name__}"
+        raise NotSimSIDError(msg)
+    model = prepare_for_deployment(model).cpu()
+    img_size = int(model.hparams.img_size)
+
+    out_dir = Path(export_root) / "weights" / "openvino"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with TemporaryDirectory() as tmp:
+        onnx_path = model.to_onnx(tmp, model_file_name, input_size=input_size, opset_version=OPSET)
+        fp32 = ov.convert_model(onnx_path)
+    base = {
+        "model_type": MODEL_TYPE,
+        "img_size": img_size,
+        "hparams": {k: model.hparams[k] for k in ("img_size", "num_patch", "level", "base_width", "memory")},
+        "anomalib_simsid_version": anomalib_simsid.__version__,
+        "input": "RGB float32 [0,1], NCHW, any size (resized in-graph); grey replicated to 3 channels",
+    }
+
+    paths: dict[str, Path] = {}
+    for compression in compressions:
+        path = out_dir / (f"{model_file_name}.xml" if compression == "fp32" else f"{model_file_name}_{compression}.xml")
+        if compression == "int8":
+            assert datamodule is not None
+            subset = normal_training_subset(datamodule, calibration_size, (img_size, img_size))
+            ov_model = quantize_int8(fp32.clone(), calibration_arrays(subset))
+            set_metadata(ov_model, base | {"compression": "int8", "calibration": _calibration_note(datamodule, subset)})
+        else:
+            ov_model = fp32.clone()  # save_model's FP16 compression must not touch the FP32 model
+            set_metadata(ov_model, base | {"compression": compression})
+        ov.save_model(ov_model, path, compress_to_fp16=compression == "fp16")
+        paths[compression] = path
+        logger.info("exported %s SimSID to %s", compression, path)
+    return paths
+
+
+def _calibration_note(datamodule: AnomalibDataModule, subset: Subset) -> str:
+    return f"{len(subset)} normal training images of {datamodule.name}, antialiased resize, no augmentation"
+
+
+def torch_reference(model: SimSID, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """``model.forward`` (pre-processor, network, post-processor) in eval mode: what the IR must reproduce."""
+    model.eval()
+    with torch.no_grad():
+        output = model(images)
+    return {k: v.cpu().numpy() for k, v in output._asdict().items() if v is not None}
