@@ -23,14 +23,14 @@ _PLUGIN = "anomalib_simsid"
 def _load_plugin() -> None:
     try:
         importlib.import_module(_PLUGIN)
-    except Exception as err:  # noqa: BLE001 - a plugin failure must not break anomalib
+    except Exception as err:
         warnings.warn(f"anomalib_simsid could not be loaded ({err!r}); use dotted class paths.", stacklevel=2)
 
 
 class _AfterModelsImport(importlib.abc.MetaPathFinder):
     """Finds ``anomalib.models`` once, then chains the plugin import after its execution."""
 
-    def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201 - importlib protocol
+    def find_spec(self, fullname, path, target=None):
         if fullname != _TARGET:
             return None
         sys.meta_path.remove(self)
@@ -39,7 +39,7 @@ class _AfterModelsImport(importlib.abc.MetaPathFinder):
             return spec
         original_exec = spec.loader.exec_module
 
-        def exec_module(module):  # noqa: ANN001, ANN202
+        def exec_module(module):
             original_exec(module)
             _load_plugin()
 
