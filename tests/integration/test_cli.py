@@ -78,3 +78,21 @@ def test_unknown_option_in_yaml_is_named(tmp_path: Path, digit_root: Path, anoma
     result = _run([anomalib_bin, "fit", "--config", str(config)], tmp_path)
     assert result.returncode != 0
     assert "num_slotz" in result.stderr + result.stdout
+
+
+def test_missing_data_folder_is_named(tmp_path: Path, anomalib_bin: str) -> None:
+    missing = tmp_path / "no-such-zhanglab"
+    args = [
+        anomalib_bin,
+        "fit",
+        "--config",
+        str(REPO / "configs" / "zhanglab.yaml"),
+        "--data.root",
+        str(missing),
+    ]
+    args += ["--default_root_dir", str(tmp_path / "results"), "--trainer.logger", "false"]
+    result = _run(args, tmp_path)
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert str(missing) in output
+    assert "chest_xray" in output  # says what layout was expected
