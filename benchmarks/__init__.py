@@ -1,0 +1,1 @@
+"""Benchmarks of anomalib-simsid: ``python -m benchmarks.suite --config benchmarks/configs/<name>.yaml``."""

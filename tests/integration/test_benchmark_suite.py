@@ -1,0 +1,153 @@
+"""The benchmark suite end to end on a tiny DigitAnatomy, its failure exit code, and its metric maths.
+
+The smoke run uses ``--inline`` (one process: the per-job subprocess would import anomalib once per
+job); the failure test uses the default subprocess isolation, so both paths are covered.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.suite import image_metrics, load_config, oracle_operating_point
+from tests.conftest import REPO, TINY_DATA, TINY_MODEL
+
+PREPROCESS = {"class_path": "anomalib_simsid.backbones.timm_pre_processor", "init_args": {"image_size": 64}}
+NO_AUGMENTATION = {"train_augmentations": {"class_path": "torchvision.transforms.v2.Identity"}}
+
+
+def _config(tmp_path, digit_root, models) -> str:
+    config = {
+        "name": "ci",
+        "output_dir": str(tmp_path / "out"),
+        "work_dir": str(tmp_path / "work"),
+        "seeds": [0],
+        "latency_images": 2,
+        "env": {"HF_HUB_OFFLINE": "1"},
+        "datasets": [
+            {
+                "name": "DigitAnatomy",
+                "class_path": "anomalib_simsid.DigitAnatomy",
+                "init_args": {
+                    "root": str(digit_root),
+                    **TINY_DATA,
+                    "train_batch_size": 8,
+                    "eval_batch_size": 8,
+                },
+            }
+        ],
+        "models": models,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _run(config: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.suite", "--config", config, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
+    resnet = {**PREPROCESS, "init_args": {**PREPROCESS["init_args"], "backbone": "resnet18"}}
+    models = [
+        {"name": "SimSID", "class_path": "anomalib_simsid.SimSID", "init_args": TINY_MODEL, "max_epochs": 1,
+         "select": "best_val_auroc"},
+        {"name": "PaDiM", "class_path": "anomalib.models.Padim", "seeds": [0, 1], "data": NO_AUGMENTATION,
+         "init_args": {"backbone": "resnet18", "layers": ["layer1", "layer2"], "pre_trained": False,
+                       "n_features": 20, "pre_processor": resnet}},
+        {"name": "PatchCore", "class_path": "anomalib.models.Patchcore", "data": NO_AUGMENTATION,
+         "init_args": {"backbone": "resnet18", "layers": ["layer2", "layer3"], "pre_trained": False,
+                       "coreset_sampling_ratio": 0.1, "pre_processor": resnet}},
+    ]  # fmt: skip
+    done = _run(_config(tmp_path, digit_root, models), "--inline")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    out = tmp_path / "out"
+    results = pd.read_csv(out / "results.csv")
+    expected = {("SimSID", 0), ("PaDiM", 0), ("PaDiM", 1), ("PatchCore", 0)}
+    assert set(zip(results.model, results.seed, strict=True)) == expected
+    assert (results.dataset == "DigitAnatomy").all()
+    for column in ("image_AUROC", "image_AUPR", "image_F1", "image_accuracy", "oracle_accuracy", "oracle_F1",
+                   "val_threshold", "fit_s", "latency_ms", "peak_rss_mb"):  # fmt: skip
+        assert np.isfinite(results[column]).all(), column
+    assert results.image_AUROC.between(0, 1).all()
+    assert (results.n_test == 2 * TINY_DATA["num_test"]).all()
+    assert (results.epochs_run == 1).all()
+
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == len(expected) * 2 * TINY_DATA["num_test"]
+    summary = (out / "summary.md").read_text()
+    assert "| PaDiM | 2 (0, 1) |" in summary
+    assert "oracle" in summary
+    for name in ("roc_DigitAnatomy.png", "hist_DigitAnatomy.png"):
+        assert (out / name).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_failed_job_fails_the_command(tmp_path, digit_root):
+    models = [{"name": "Broken", "class_path": "anomalib.models.NoSuchModel", "max_epochs": 1}]
+    done = _run(_config(tmp_path, digit_root, models))  # subprocess isolation (the default)
+    assert done.returncode == 1
+    assert "DigitAnatomy-Broken-seed0" in done.stderr
+    assert "NoSuchModel" in done.stderr
+    assert "FAILED" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({
+        "datasets": [{"name": "d", "class_path": "x.Y"}],
+        "models": [{"name": "m", "class_path": "x.Z", "epochs": 3}],
+    }))  # fmt: skip
+    with pytest.raises(ValueError, match="epochs"):
+        load_config(path)
+
+
+def _brute_force_oracle(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    best = (-1.0, 0.0)
+    for threshold in [math.inf, *sorted(set(scores.tolist()), reverse=True)]:
+        pred = scores >= threshold
+        tp, fp = int((pred & (labels == 1)).sum()), int((pred & (labels == 0)).sum())
+        fn = int((~pred & (labels == 1)).sum())
+        accuracy = float((pred == labels.astype(bool)).mean())
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        if accuracy > best[0]:
+            best = (accuracy, f1)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_oracle_matches_brute_force_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 60)
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # rounding creates ties
+    found = oracle_operating_point(labels, scores)
+    accuracy, f1 = _brute_force_oracle(labels, scores)
+    assert found["oracle_accuracy"] == pytest.approx(accuracy)
+    assert found["oracle_F1"] == pytest.approx(f1)
+
+
+def test_image_metrics_at_validation_threshold():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.6, 0.5, 0.7, 0.9])
+    m = image_metrics(labels, scores, threshold=0.55)  # predictions: 0 0 1 0 1 1
+    assert m["image_AUROC"] == pytest.approx(8 / 9)
+    assert m["image_accuracy"] == pytest.approx(4 / 6)
+    assert m["image_F1"] == pytest.approx(2 / 3)
+    assert m["oracle_accuracy"] == pytest.approx(5 / 6)
+    with pytest.raises(FloatingPointError):
+        image_metrics(labels, np.array([0.1, np.nan, 0.3, 0.4, 0.5, 0.6]), 0.5)
