@@ -80,7 +80,9 @@ class Discriminator(nn.Module):
         self.fc = nn.Linear(channels[-1] * final_size * final_size, 1)
 
     def _norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(norm, nn.BatchNorm2d) and not self.training and self.eval_norm == "per_sample":
+        # _BatchNorm also covers SyncBatchNorm (``--trainer.sync_batchnorm true``).
+        per_sample = not self.training and self.eval_norm == "per_sample"
+        if per_sample and isinstance(norm, nn.modules.batchnorm._BatchNorm):
             return F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
         return norm(x)
 
