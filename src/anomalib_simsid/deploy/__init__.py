@@ -1,6 +1,12 @@
 """Deployment: OpenVINO export (FP32/FP16/INT8) and scoring folders of images on edge CPUs."""
 
-from .checkpoint import NotSimSIDError, check_simsid_checkpoint, load_simsid, prepare_for_deployment, read_checkpoint
+from .checkpoint import (
+    NotSimSIDError,
+    check_simsid_checkpoint,
+    load_simsid,
+    prepare_for_deployment,
+    read_checkpoint,
+)
 from .export import (
     TrainNormalsCalibration,
     export_openvino,

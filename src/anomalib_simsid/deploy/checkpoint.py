@@ -19,7 +19,11 @@ from anomalib_simsid.models import SimSID
 # Hyper-parameters and state-dict prefixes that only a SimSID checkpoint has.
 REQUIRED_HPARAMS = ("img_size", "num_patch", "level", "base_width")
 REQUIRED_PREFIXES = ("model.generator.encoder.", "model.generator.student.", "model.discriminator.")
-POST_PROCESSOR_KEYS = ("post_processor._image_threshold", "post_processor.image_min", "post_processor.image_max")
+POST_PROCESSOR_KEYS = (
+    "post_processor._image_threshold",
+    "post_processor.image_min",
+    "post_processor.image_max",
+)
 
 
 class NotSimSIDError(ValueError):
@@ -34,18 +38,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(msg)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        msg = f"{path} is not a PyTorch Lightning checkpoint of SimSID: torch.load failed ({type(err).__name__}: {err})"
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        msg = f"{path} is not a PyTorch Lightning checkpoint of SimSID: torch.load failed ({reason})"
         raise NotSimSIDError(msg) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         kind = type(checkpoint).__name__
-        msg = f"{path} is a torch file ({kind}) but not a Lightning checkpoint (no 'state_dict'); expected SimSID's"
+        msg = f"{path} is a torch file ({kind}) but not a Lightning checkpoint (no 'state_dict')"
         raise NotSimSIDError(msg)
     return checkpoint
 
 
 def check_simsid_checkpoint(checkpoint: dict[str, Any], path: str | Path = "<checkpoint>") -> dict[str, Any]:
-    """Raise :class:`NotSimSIDError` unless ``checkpoint`` is a trained SimSID; return its hyper-parameters."""
+    """Raise :class:`NotSimSIDError` unless ``checkpoint`` is a trained SimSID; return its hparams."""
     hparams = checkpoint.get("hyper_parameters") or {}
     state = checkpoint["state_dict"]
     missing_prefixes = [p for p in REQUIRED_PREFIXES if not any(k.startswith(p) for k in state)]
@@ -91,7 +96,7 @@ def prepare_for_deployment(model: SimSID) -> SimSID:
             if value is not None and not torch.isfinite(value).all():
                 msg = (
                     f"the model's post-processor is not fitted ({name} = {value.item()}): run validation "
-                    "(Engine.fit with a validation set) before exporting, or the exported scores are meaningless"
+                    "(Engine.fit with a validation set) before exporting, or exported scores are meaningless"
                 )
                 raise NotSimSIDError(msg)
         post.enable_threshold_matching = False

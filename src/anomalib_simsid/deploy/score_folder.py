@@ -6,8 +6,8 @@ Usage::
 
 ``MODEL`` is an OpenVINO ``.xml`` (from ``anomalib export`` or :func:`export_openvino`) or a SimSID
 Lightning ``.ckpt``. Writes ``OUT_DIR/scores.csv`` (file, score, label, ground_truth, heatmap) and
-``OUT_DIR/heatmaps/<file>.png`` overlays (``<file>`` keeps its own suffix). Ground truth is filled in when an image sits in a class
-folder (``NORMAL``/``PNEUMONIA``, ``good``/``anomalous``, ...).
+``OUT_DIR/heatmaps/<file>.png`` overlays (``<file>`` keeps its own suffix). Ground truth is filled in
+when an image sits in a class folder (``NORMAL``/``PNEUMONIA``, ``good``/``anomalous``, ...).
 
 Images are read with :func:`anomalib_simsid.data.image_io.read_image` (8/16-bit PNG, JPEG, TIFF,
 DICOM; grey replicated to 3 channels, alpha composited on black) and resized to the model size
@@ -44,7 +44,18 @@ logger = logging.getLogger(__name__)
 
 NORMAL_FOLDERS = frozenset({"normal", "good", "healthy", "negative", "no_finding", "nofinding"})
 ABNORMAL_FOLDERS = frozenset(
-    {"pneumonia", "abnormal", "anomalous", "anomaly", "bad", "positive", "covid", "covid-19", "covid19", "disease"}
+    {
+        "pneumonia",
+        "abnormal",
+        "anomalous",
+        "anomaly",
+        "bad",
+        "positive",
+        "covid",
+        "covid-19",
+        "covid19",
+        "disease",
+    }
 )
 CSV_COLUMNS = ("file", "score", "label", "ground_truth", "heatmap")
 REQUIRED_OUTPUTS = ("pred_score", "pred_label", "anomaly_map")
@@ -74,8 +85,10 @@ class ScoredFolder:
 # ----------------------------------------------------------------------------------------- models
 
 
-def openvino_predictor(path: Path, device: str = "CPU", precision: str = "f32") -> tuple[Predictor, int | None]:
-    """Compile an IR (or ONNX) file; refuse it unless it is SimSID's. Returns the predictor and the model size.
+def openvino_predictor(
+    path: Path, device: str = "CPU", precision: str = "f32"
+) -> tuple[Predictor, int | None]:
+    """Compile an IR (or ONNX) file, refusing it unless it is SimSID's; return predictor and model size.
 
     ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT`` (``f32`` reproduces PyTorch; the CPU
     plugin's default on AVX-512-BF16 CPUs is ``bf16``, which shifts normalised scores); ``auto``
@@ -118,8 +131,8 @@ def openvino_predictor(path: Path, device: str = "CPU", precision: str = "f32") 
     return predict, img_size
 
 
-def _graph_resize_size(model: Any) -> int | None:  # noqa: ANN401 - openvino.Model
-    """The square output side of the graph's first resize (anomalib's in-graph pre-processing)."""
+def _graph_resize_size(model: Any) -> int | None:
+    """Find the square output side of the graph's first resize (anomalib's in-graph pre-processing)."""
     for op in model.get_ordered_ops():
         if op.get_type_name() == "Interpolate":
             shape = op.get_output_partial_shape(0)
@@ -140,7 +153,9 @@ def checkpoint_predictor(path: Path) -> tuple[Predictor, int]:
     return predict, int(model.hparams.img_size)
 
 
-def load_predictor(model_path: str | Path, device: str = "CPU", precision: str = "f32") -> tuple[Predictor, int | None]:
+def load_predictor(
+    model_path: str | Path, device: str = "CPU", precision: str = "f32"
+) -> tuple[Predictor, int | None]:
     """Dispatch on the file type: OpenVINO ``.xml``/``.onnx``, or a Lightning checkpoint."""
     path = Path(model_path)
     if path.suffix == ".bin" and path.with_suffix(".xml").is_file():
@@ -194,7 +209,7 @@ def load_input(path: Path, img_size: int | None) -> tuple[torch.Tensor, tuple[in
 
 
 def overlay(image: torch.Tensor, anomaly_map: np.ndarray, size: tuple[int, int], text: str) -> Image.Image:
-    """Heatmap (jet, 40 %) over the grey image at its original size (long side capped at 1024 px)."""
+    """Draw the heatmap (jet, 40 %) over the grey image at its original size (long side <= 1024 px)."""
     from matplotlib import colormaps
 
     scale = min(1.0, MAX_HEATMAP_SIDE / max(size))
@@ -205,7 +220,8 @@ def overlay(image: torch.Tensor, anomaly_map: np.ndarray, size: tuple[int, int],
     colour = colormaps["jet"](heat.clamp(0, 1).numpy())[..., :3]
     blend = 0.6 * grey.clamp(0, 1).numpy()[..., None] + 0.4 * colour
     picture = Image.fromarray((blend * 255).round().astype(np.uint8), "RGB")
-    ImageDraw.Draw(picture).text((4, 4), text, fill=(255, 255, 255))
+    if min(out_size) >= 192:  # the default bitmap font would cover a small image
+        ImageDraw.Draw(picture).text((4, 4), text, fill=(255, 255, 255))
     return picture
 
 
@@ -239,13 +255,19 @@ def score_folder(
     predict, img_size = load_predictor(model_path, device, precision)
     img_size = input_size or img_size
     if img_size is None:
-        warnings.warn("model size unknown: images go to the graph unresized (pass --input-size)", stacklevel=2)
+        warnings.warn(
+            "model size unknown: images go to the graph unresized, one at a time (pass --input-size)",
+            stacklevel=2,
+        )
+        batch_size = 1  # different sizes cannot share a batch
     files = find_images(input_dir)
     if not files:
         msg = f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {input_dir}"
         raise FileNotFoundError(msg)
     output_dir.mkdir(parents=True, exist_ok=True)
     result = ScoredFolder(csv_path=output_dir / "scores.csv")
+    for stale in (result.csv_path, output_dir / "skipped.csv"):  # a failed run must not leave an old CSV
+        stale.unlink(missing_ok=True)
 
     def reject(path: Path, reason: str, err: Exception | None = None) -> None:
         if not skip_bad:
@@ -253,7 +275,9 @@ def score_folder(
         warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
         result.skipped.append((str(path.relative_to(input_dir)), reason))
 
-    with tqdm(total=len(files), desc="SimSID scoring", unit="img", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(
+        total=len(files), desc="SimSID scoring", unit="img", disable=not progress, file=sys.stderr
+    ) as bar:
         for chunk in _batches(files, batch_size):
             loaded = []
             for path in chunk:

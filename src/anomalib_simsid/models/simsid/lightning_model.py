@@ -26,7 +26,9 @@ from anomalib.visualization import Visualizer
 from torch import nn, optim
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
+from .distributed import broadcast_buffers, find_unused_parameters
 from .loss import DiscriminatorLoss, GeneratorLoss
+from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
 from .torch_model import SimSIDModel
 
 
@@ -57,6 +59,9 @@ class SimSID(AnomalibModule):
             never clamped (it rises again after ``T_max``, as released).
         eta_min: floor of the cosine schedule.
         max_epochs: if set, forced on the trainer (for ``anomalib benchmark``, which cannot set it).
+        channels_last: store the convolution weights NHWC, a speed lever (same math, other memory
+            layout; see ``benchmarks/results/train_speed.md``). Mixed precision is the trainer's:
+            ``--trainer.precision bf16-mixed``.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class SimSID(AnomalibModule):
         cosine_period: int = 300,
         eta_min: float = 1e-5,
         max_epochs: int | None = None,
+        channels_last: bool = False,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -110,6 +116,10 @@ class SimSID(AnomalibModule):
             use_inpainting=use_inpainting,
             disc_eval_norm=disc_eval_norm,
         )
+        # --- speed levers (train-speed issue) ---
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # --- end speed levers ---
         self.generator_loss = GeneratorLoss(recon_weight, teacher_weight, dist_weight, adv_weight)
         self.discriminator_loss = DiscriminatorLoss(disc_weight)
         self.automatic_optimization = False
@@ -204,6 +214,36 @@ class SimSID(AnomalibModule):
     def on_train_epoch_end(self) -> None:
         """Step the generator's cosine schedule once per epoch (manual optimisation does not)."""
         self.lr_schedulers().step()
+
+    # --- resumable runs (train-speed issue) ---
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also save the RNG states, so a resumed run draws the same shuffles, augmentations and masks."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[RNG_STATE_KEY] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """When fitting resumes, restore the RNG states before the first training batch is drawn."""
+        super().on_load_checkpoint(checkpoint)
+        if RNG_STATE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
+            restore_rng_states(checkpoint[RNG_STATE_KEY])
+
+    # --- end resumable runs ---
+
+    # --- data parallel (train-speed issue) ---
+    def setup(self, stage: str) -> None:
+        """Under a DDP strategy, let DDP find unused parameters (needed by the two manual backwards)."""
+        del stage
+        find_unused_parameters(self.trainer.strategy)
+
+    def on_validation_epoch_start(self) -> None:
+        """Validate every rank with rank 0's BatchNorm statistics (DDP leaves them rank-local)."""
+        broadcast_buffers(self.model)
+
+    def on_train_end(self) -> None:
+        """End training with identical buffers on every rank."""
+        broadcast_buffers(self.model)
+
+    # --- end data parallel ---
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> Batch:
         """Score the batch; anomalib's post-processor and evaluator read the returned batch."""

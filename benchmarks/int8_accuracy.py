@@ -1,0 +1,161 @@
+r"""What INT8 costs in accuracy: image AUROC of the FP32 and INT8 OpenVINO exports of one checkpoint.
+
+Both IRs come from :func:`anomalib_simsid.deploy.export_openvino` (one trace; INT8 calibrated on
+the datamodule's normal training images) and score the datamodule's test split exactly as
+``score_folder`` would: each file read with ``read_image``, resized like training (antialiased
+bicubic), then run through the graph with ``INFERENCE_PRECISION_HINT=f32``. The PyTorch
+``model.forward`` AUROC on the same tensors is reported too, as the reference.
+
+    python benchmarks/int8_accuracy.py --ckpt model.ckpt --data anomalib_simsid.DigitAnatomy \\
+        --data-args '{"root": "datasets/DigitAnatomy", "image_size": 128}'
+    python benchmarks/int8_accuracy.py --ckpt zhanglab.ckpt --data anomalib_simsid.data.zhanglab.ZhangLab \\
+        --data-args '{"root": "/work/shared/data/zhanglab-224"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import openvino as ov
+import torch
+from anomalib.data import AnomalibDataModule
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from anomalib_simsid.deploy import export_openvino, load_simsid, torch_reference
+from anomalib_simsid.deploy.export import training_resize
+
+
+def load_test_split(
+    datamodule: AnomalibDataModule, img_size: int, limit: int | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Load the test split as one ``(N, 3, S, S)`` tensor resized like training, and its labels."""
+    datamodule.setup("test")
+    data = datamodule.test_data
+    resize = training_resize((img_size, img_size))
+    count = len(data) if limit is None else min(limit, len(data))
+    images, labels = [], []
+    for index in range(count):
+        item = data[index]
+        image = item.image
+        images.append(image if tuple(image.shape[-2:]) == (img_size, img_size) else resize(image))
+        labels.append(int(item.gt_label))
+    return torch.stack(images), np.asarray(labels)
+
+
+def run_ir(path: Path, images: torch.Tensor, batch_size: int = 16) -> dict[str, np.ndarray]:
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(images), batch_size):
+        for output, value in compiled(images[start : start + batch_size].numpy()).items():
+            parts.setdefault(output.get_any_name(), []).append(value)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def int8_auroc(
+    ckpt: str | Path,
+    datamodule: AnomalibDataModule,
+    work_dir: str | Path | None = None,
+    calibration_size: int = 300,
+    limit: int | None = None,
+    irs: dict[str, Path] | None = None,
+    int8_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """FP32 vs INT8 image AUROC (in AUROC points, i.e. x100) on ``datamodule``'s test split.
+
+    ``irs`` skips the export (``{"fp32": xml, "int8": xml}`` made earlier from the same checkpoint).
+    ``int8_options`` are ``nncf.quantize`` keywords (default: ``export.INT8_DEFAULTS``; ``{}`` gives
+    NNCF's defaults, which anomalib's ``INT8_PTQ`` uses).
+    """
+    model = load_simsid(ckpt)
+    img_size = int(model.hparams.img_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        if irs is None:
+            irs = export_openvino(
+                model,
+                Path(work_dir or tmp),
+                ("fp32", "int8"),
+                datamodule=datamodule,
+                calibration_size=calibration_size,
+                int8_options=int8_options,
+            )
+        export_seconds = time.perf_counter() - start
+        images, labels = load_test_split(datamodule, img_size, limit)
+        outputs = {name: run_ir(irs[name], images) for name in ("fp32", "int8")}
+    outputs["torch"] = torch_reference(model, images)
+    if len(set(labels.tolist())) < 2:
+        msg = "the test split needs normal and abnormal images for an AUROC"
+        raise ValueError(msg)
+    auroc = {name: 100 * float(roc_auc_score(labels, out["pred_score"])) for name, out in outputs.items()}
+    fp32, int8 = outputs["fp32"], outputs["int8"]
+    return {
+        "checkpoint": str(ckpt),
+        "datamodule": datamodule.name,
+        "test_images": len(labels),
+        "abnormal": int(labels.sum()),
+        "auroc_torch": auroc["torch"],
+        "auroc_fp32": auroc["fp32"],
+        "auroc_int8": auroc["int8"],
+        "delta_points": auroc["int8"] - auroc["fp32"],
+        "fp32_vs_torch_max_score_diff": float(
+            np.abs(fp32["pred_score"] - outputs["torch"]["pred_score"]).max()
+        ),
+        "int8_vs_fp32_max_score_diff": float(np.abs(int8["pred_score"] - fp32["pred_score"]).max()),
+        "mean_abs_score_diff_int8_fp32": float(np.abs(int8["pred_score"] - fp32["pred_score"]).mean()),
+        "label_agreement_int8_fp32": float((int8["pred_label"] == fp32["pred_label"]).mean()),
+        # Rank agreement bounds the AUROC change for any labelling: 1.0 means INT8 ranks like FP32.
+        "spearman_int8_fp32": float(spearmanr(int8["pred_score"], fp32["pred_score"]).statistic),
+        "int8_options": "default" if int8_options is None else int8_options,
+        "export_seconds": export_seconds,
+    }
+
+
+def build_datamodule(class_path: str, init_args: dict[str, Any]) -> AnomalibDataModule:
+    """Instantiate ``module.Class`` (dotted path) with ``init_args``."""
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**init_args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", type=Path, required=True, help="trained SimSID Lightning checkpoint")
+    parser.add_argument("--data", default="anomalib_simsid.DigitAnatomy", help="datamodule class path")
+    parser.add_argument("--data-args", default="{}", help="datamodule init args as JSON")
+    parser.add_argument("--calibration-size", type=int, default=300, help="normal training images for INT8")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N test images")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep the IRs here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
+    parser.add_argument(
+        "--int8-options",
+        default=None,
+        help='nncf.quantize keywords as JSON; "{}" = NNCF defaults (anomalib\'s)',
+    )
+    args = parser.parse_args(argv)
+    datamodule = build_datamodule(args.data, json.loads(args.data_args))
+    options = None if args.int8_options is None else json.loads(args.int8_options)
+    result = int8_auroc(
+        args.ckpt, datamodule, args.work_dir, args.calibration_size, args.limit, int8_options=options
+    )
+    print(json.dumps(result, indent=2))
+    print(
+        f"| {result['datamodule']} | {result['test_images']} | {result['auroc_torch']:.2f} "
+        f"| {result['auroc_fp32']:.2f} "
+        f"| {result['auroc_int8']:.2f} | {result['delta_points']:+.2f} |"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""OpenVINO export of a trained SimSID: parity with PyTorch, FP16/INT8, calibration data, bad input.
+
+One tiny SimSID is trained for one epoch on the session's DigitAnatomy and exported once (FP32,
+FP16, INT8 from one ONNX trace); :func:`tiny_deployment` caches it per process, so
+``test_score_folder.py`` reuses it. The slow tests re-export through ``Engine.export`` and the
+``anomalib export`` CLI.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from anomalib.deploy import CompressionType, ExportType
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+
+from anomalib_simsid import DigitAnatomy, SimSID
+from anomalib_simsid.deploy import (
+    NotSimSIDError,
+    TrainNormalsCalibration,
+    export_openvino,
+    load_simsid,
+    read_metadata,
+    torch_reference,
+)
+from anomalib_simsid.deploy.export_cli import main as export_cli
+from anomalib_simsid.deploy.score_folder import openvino_predictor
+from tests.conftest import TINY_DATA, TINY_MODEL
+
+# The parity bars. Normalised scores are (logit - threshold) / (validation max - min) + 0.5. After one
+# epoch that range is only ~0.005-0.05 (a trained model's is far wider), and the critic's per-sample
+# normalisation of a 2x2 map turns fp32 rounding into ~1e-5 on its logit (PyTorch's own fp32-vs-fp64
+# error is of that size too), so the bar is 1e-4 on normalised scores or 2e-5 on the logit, whichever
+# is looser; for any model whose validation range is at least 0.2 that is exactly 1e-4.
+SCORE_ATOL = 1e-4
+LOGIT_ATOL = 2e-5
+MAP_ATOL = 1e-5  # normalised anomaly maps (the residual is not amplified: ~1e-7 measured)
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin defaults to bf16 on AVX-512-BF16 CPUs
+
+
+@dataclass
+class TinyDeployment:
+    """A trained tiny SimSID, its checkpoint, datamodule, IRs and the test images as one tensor."""
+
+    model: SimSID
+    ckpt: Path
+    datamodule: DigitAnatomy
+    irs: dict[str, Path]
+    images: torch.Tensor
+    image_paths: list[Path]
+    work: Path
+
+
+@functools.cache
+def tiny_deployment(digit_root: Path) -> TinyDeployment:
+    """Train one epoch and export FP32/FP16/INT8; cached so every test module of the run shares it."""
+    work = Path(tempfile.mkdtemp(prefix="simsid_deploy_", dir=digit_root.parent))
+    seed_everything(0)  # deterministic weights: the top-k memory read has no near-ties to flip by chance
+    datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=12)
+    model = SimSID(**TINY_MODEL, lr=1e-3, disc_lr=1e-3, visualizer=False)
+    engine = Engine(
+        default_root_dir=work,
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    ckpt = Path(engine.trainer.checkpoint_callback.best_model_path)
+    irs = export_openvino(model, work / "export", ("fp32", "fp16", "int8"), datamodule=datamodule)
+    datamodule.setup("test")
+    test = datamodule.test_data
+    images = torch.stack([test[i].image for i in range(len(test))])
+    return TinyDeployment(
+        model, ckpt, datamodule, irs, images, [Path(p) for p in test.samples.image_path], work
+    )
+
+
+@pytest.fixture(scope="module")
+def deployment(digit_root: Path) -> TinyDeployment:
+    return tiny_deployment(digit_root)
+
+
+def run_ir(path: Path, images: torch.Tensor, config: dict | None = None) -> dict[str, np.ndarray]:
+    compiled = ov.Core().compile_model(str(path), "CPU", F32 if config is None else config)
+    return {out.get_any_name(): value for out, value in compiled(images.numpy()).items()}
+
+
+def score_bar(model: SimSID) -> float:
+    value_range = float(model.post_processor.image_max - model.post_processor.image_min)
+    return max(SCORE_ATOL, LOGIT_ATOL / value_range)
+
+
+def assert_parity(
+    ov_out: dict[str, np.ndarray], ref: dict[str, np.ndarray], model: SimSID
+) -> dict[str, float]:
+    bar = score_bar(model)
+    value_range = float(model.post_processor.image_max - model.post_processor.image_min)
+    diffs = {
+        k: float(np.abs(ov_out[k].astype(np.float64) - ref[k]).max()) for k in ("pred_score", "anomaly_map")
+    }
+    diffs["logit"] = diffs["pred_score"] * value_range
+    print(f"parity max abs diff {diffs}, validation range {value_range:.4f}, score bar {bar:.2e}")
+    assert ov_out["pred_score"].shape == ref["pred_score"].shape
+    assert ov_out["anomaly_map"].shape == ref["anomaly_map"].shape
+    assert diffs["pred_score"] <= bar
+    assert diffs["anomaly_map"] <= MAP_ATOL
+    decisive = np.abs(ref["pred_score"] - 0.5) > bar  # a label may only flip on the threshold itself
+    np.testing.assert_array_equal(ov_out["pred_label"][decisive], ref["pred_label"][decisive])
+    return diffs
+
+
+def test_openvino_fp32_matches_model_forward(deployment: TinyDeployment) -> None:
+    """IR (f32 hint) against ``model.forward`` (pre-processor, network, post-processor) on the same tensor."""
+    ref = torch_reference(deployment.model, deployment.images)
+    assert 0.0 < ref["anomaly_map"].max() <= 1.0
+    assert ref["anomaly_map"].min() < 1.0
+    assert_parity(run_ir(deployment.irs["fp32"], deployment.images), ref, deployment.model)
+
+
+def test_openvino_fp32_matches_reloaded_checkpoint(deployment: TinyDeployment) -> None:
+    """The checkpoint reloaded by ``SimSID.load_from_checkpoint`` matches the trained model and the IR."""
+    reloaded = load_simsid(deployment.ckpt)
+    ref = torch_reference(reloaded, deployment.images)
+    live = torch_reference(deployment.model, deployment.images)
+    for key in ("pred_score", "anomaly_map", "pred_label"):
+        np.testing.assert_array_equal(ref[key], live[key])
+    plain = SimSID.load_from_checkpoint(deployment.ckpt).eval()  # the stock Lightning call
+    with torch.no_grad():
+        np.testing.assert_array_equal(plain(deployment.images).pred_score.numpy(), ref["pred_score"])
+    assert_parity(run_ir(deployment.irs["fp32"], deployment.images), ref, reloaded)
+
+
+def test_scores_do_not_depend_on_the_batch(deployment: TinyDeployment) -> None:
+    """Per-sample critic normalisation: one image scores the same alone as in a batch."""
+    batch = run_ir(deployment.irs["fp32"], deployment.images)["pred_score"]
+    alone = np.concatenate(
+        [run_ir(deployment.irs["fp32"], img[None])["pred_score"] for img in deployment.images[:3]]
+    )
+    np.testing.assert_allclose(alone, batch[:3], atol=score_bar(deployment.model))  # kernels differ by batch
+
+
+@pytest.mark.parametrize("compression", ["fp16", "int8"])
+def test_compressed_irs_run_and_carry_metadata(deployment: TinyDeployment, compression: str) -> None:
+    out = run_ir(deployment.irs[compression], deployment.images)
+    assert out["pred_score"].shape == (len(deployment.images),)
+    assert np.isfinite(out["pred_score"]).all()
+    assert ((out["pred_score"] >= 0) & (out["pred_score"] <= 1)).all()
+    assert out["anomaly_map"].shape == (len(deployment.images), 1, *deployment.images.shape[-2:])
+    metadata = read_metadata(ov.Core().read_model(str(deployment.irs[compression])))
+    assert metadata["model_type"] == "SimSID"
+    assert metadata["compression"] == compression
+    assert metadata["img_size"] == str(TINY_MODEL["img_size"])
+    if compression == "int8":
+        assert "normal training images" in metadata["calibration"]
+        types = {op.get_type_name() for op in ov.Core().read_model(str(deployment.irs["int8"])).get_ops()}
+        assert "FakeQuantize" in types  # really quantised, not a renamed FP32 graph
+
+
+def test_ir_has_no_random_or_stateful_ops(deployment: TinyDeployment) -> None:
+    types = {op.get_type_name() for op in ov.Core().read_model(str(deployment.irs["fp32"])).get_ops()}
+    assert not types & {"RandomUniform", "Multinomial", "Assign", "ReadValue", "If", "Loop", "NonZero"}
+
+
+@pytest.mark.parametrize("memory", ["matrix", "queue"])
+def test_eval_forward_is_deterministic_and_writes_nothing(memory: str) -> None:
+    """Export traces the eval forward: no random masks, no memory-queue writes, no BN statistic updates."""
+    model = SimSID(**TINY_MODEL, memory=memory, inpaint_mask_ratio=0.5, visualizer=False).model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.rand(2, 3, TINY_MODEL["img_size"], TINY_MODEL["img_size"])
+    with torch.no_grad():
+        first, second = model(images), model(images)
+    torch.testing.assert_close(first.pred_score, second.pred_score, rtol=0, atol=0)
+    torch.testing.assert_close(first.anomaly_map, second.anomaly_map, rtol=0, atol=0)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=f"eval forward changed {key}")
+
+
+def test_calibration_uses_training_normals_only(deployment: TinyDeployment) -> None:
+    """anomalib's INT8_PTQ reads val_dataloader(); the wrapper feeds it un-augmented training normals."""
+    calibration = TrainNormalsCalibration(deployment.datamodule, image_size=(TINY_MODEL["img_size"],) * 2)
+    calibration.setup("fit")
+    batches = list(calibration.val_dataloader())
+    assert len(batches) == TINY_DATA["num_train"]
+    assert all(not batch.gt_label.any() for batch in batches)
+    train_paths = set(deployment.datamodule.train_data.samples.image_path)
+    assert {p for batch in batches for p in batch.image_path} == train_paths
+    again = next(iter(calibration.val_dataloader())).image
+    torch.testing.assert_close(batches[0].image, again)  # no random augmentation
+
+
+def _fake_checkpoint(path: Path, state_dict: dict, hparams: dict) -> Path:
+    torch.save({"state_dict": state_dict, "hyper_parameters": hparams, "epoch": 0}, path)
+    return path
+
+
+def test_non_simsid_checkpoints_are_refused(tmp_path: Path) -> None:
+    from anomalib.models import Padim
+
+    padim = Padim(backbone="resnet18", pre_trained=False)
+    cases = {
+        "padim.ckpt": (
+            _fake_checkpoint(tmp_path / "padim.ckpt", padim.state_dict(), dict(padim.hparams)),
+            "not a SimSID",
+        ),
+        "random.pt": (tmp_path / "random.pt", "not a Lightning checkpoint"),
+        "garbage.ckpt": (tmp_path / "garbage.ckpt", "torch.load failed"),
+    }
+    torch.save({"weights": torch.randn(3)}, tmp_path / "random.pt")
+    (tmp_path / "garbage.ckpt").write_bytes(os.urandom(256))
+    untrained = SimSID(**TINY_MODEL, visualizer=False)
+    cases["untrained.ckpt"] = (
+        _fake_checkpoint(tmp_path / "untrained.ckpt", untrained.state_dict(), dict(untrained.hparams)),
+        "without a fitted threshold",
+    )
+    for name, (path, message) in cases.items():
+        with pytest.raises(NotSimSIDError, match=message):
+            export_openvino(path, tmp_path / "export")
+        assert not (tmp_path / "export").exists(), name
+    assert export_cli([str(cases["padim.ckpt"][0]), "-o", str(tmp_path / "export")]) == 2
+    untrained_ckpt = str(cases["untrained.ckpt"][0])
+    assert (
+        export_cli([untrained_ckpt, "-o", str(tmp_path / "export"), "--compression", "int8"]) == 2
+    )  # no data
+    with pytest.raises(NotSimSIDError, match="not fitted"):
+        export_openvino(untrained, tmp_path / "export")
+    with pytest.raises(ValueError, match="needs a datamodule"):
+        export_openvino(untrained, tmp_path / "export", ("int8",))
+
+
+@pytest.mark.slow
+def test_engine_export_int8_ptq_calibrated_on_training_normals(deployment: TinyDeployment) -> None:
+    """anomalib's own path: Engine.export with INT8_PTQ and the training-normals wrapper."""
+    calibration = TrainNormalsCalibration(deployment.datamodule, image_size=(TINY_MODEL["img_size"],) * 2)
+    xml = Engine(default_root_dir=deployment.work, logger=False).export(
+        model=deployment.model,
+        export_type=ExportType.OPENVINO,
+        export_root=deployment.work / "engine_int8",
+        compression_type=CompressionType.INT8_PTQ,
+        datamodule=calibration,
+        onnx_kwargs={"opset_version": 18},
+    )
+    out = run_ir(xml, deployment.images)
+    assert np.isfinite(out["pred_score"]).all()
+    types = {op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops()}
+    assert "FakeQuantize" in types
+
+
+@pytest.mark.slow
+def test_anomalib_export_cli(deployment: TinyDeployment, anomalib_bin: str, tmp_path: Path) -> None:
+    """``anomalib export --model SimSID --ckpt_path ...``: the model is rebuilt from the checkpoint."""
+    args = [anomalib_bin, "export", "--model", "SimSID", "--ckpt_path", str(deployment.ckpt)]
+    args += ["--export_type", "openvino", "--default_root_dir", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    xml = tmp_path / "weights" / "openvino" / "model.xml"
+    out = run_ir(xml, deployment.images)
+    ref = torch_reference(SimSID.load_from_checkpoint(deployment.ckpt), deployment.images)
+    np.testing.assert_allclose(out["pred_score"], ref["pred_score"], atol=score_bar(deployment.model) + 1e-6)
+    # Without our metadata, score_folder warns and reads the model size off the graph's resize.
+    with pytest.warns(UserWarning, match="no SimSID metadata"):
+        _, img_size = openvino_predictor(xml)
+    assert img_size == TINY_MODEL["img_size"]
+
+
+def test_int8_accuracy_benchmark_runs(deployment: TinyDeployment) -> None:
+    """Smoke test of benchmarks/int8_accuracy.py on the tiny model: it runs and gives finite AUROCs."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_accuracy.py"
+    spec = importlib.util.spec_from_file_location("int8_accuracy", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.int8_auroc(deployment.ckpt, deployment.datamodule, irs=deployment.irs)
+    for key in ("auroc_torch", "auroc_fp32", "auroc_int8", "delta_points"):
+        assert np.isfinite(result[key]), key
+    assert 0 <= result["auroc_int8"] <= 100
+    assert result["test_images"] == len(deployment.images)
+    assert result["auroc_fp32"] == pytest.approx(result["auroc_torch"], abs=100 / len(deployment.images))

@@ -1,0 +1,234 @@
+"""Scoring a folder with an exported SimSID: CSV, heatmaps, odd images, bad files and bad models.
+
+Reuses the tiny trained and exported SimSID of ``test_export.py`` (built once per process).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from openvino import opset13
+from PIL import Image
+
+from anomalib_simsid.data.image_io import ImageReadError, read_image
+from anomalib_simsid.deploy import NotSimSIDError, torch_reference
+from anomalib_simsid.deploy.score_folder import CSV_COLUMNS, ground_truth, main, score_folder
+from tests.conftest import TINY_MODEL
+from tests.integration.test_export import TinyDeployment, score_bar, tiny_deployment
+from tests.unit.data.fixtures import write_dicom
+
+SIZE = TINY_MODEL["img_size"]
+
+
+@pytest.fixture(scope="module")
+def deployment(digit_root: Path) -> TinyDeployment:
+    return tiny_deployment(digit_root)
+
+
+@pytest.fixture
+def xray_folder(deployment: TinyDeployment, tmp_path: Path) -> Path:
+    """The test images in ZhangLab-style class folders: NORMAL/ and PNEUMONIA/."""
+    root = tmp_path / "xrays"
+    for path in deployment.image_paths:
+        target = root / ("NORMAL" if path.parent.name == "good" else "PNEUMONIA") / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def lightning_scores(deployment: TinyDeployment, paths: list[Path]) -> np.ndarray:
+    """Score files as a Lightning test loop does: antialiased dataset resize, pre-processor, model, post."""
+    model = deployment.model.eval()
+    images = torch.stack([model.pre_processor.transform(read_image(p)) for p in paths])
+    with torch.no_grad():
+        return model.post_processor(model.model(images)).pred_score.numpy()
+
+
+def test_scores_csv_heatmaps_and_ground_truth(
+    deployment: TinyDeployment, xray_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = score_folder(deployment.irs["fp32"], xray_folder, out, batch_size=5, progress=False)
+    rows = read_csv(out / "scores.csv")
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert len(rows) == len(deployment.image_paths) == len(result.rows)
+    assert {r["ground_truth"] for r in rows} == {"normal", "anomalous"}
+    assert all(
+        r["ground_truth"] == ("normal" if r["file"].startswith("NORMAL") else "anomalous") for r in rows
+    )
+    assert {r["label"] for r in rows} <= {"normal", "anomalous"}
+    for row in rows:
+        with Image.open(out / row["heatmap"]) as heatmap:
+            assert heatmap.mode == "RGB"
+            assert heatmap.size == (SIZE, SIZE)
+    assert result.auroc() is not None
+    assert 0.0 <= result.auroc() <= 1.0
+
+    # Same numbers as model.forward on the same files (batch size does not matter: per-sample norm).
+    files = [xray_folder / r["file"] for r in rows]
+    ref = torch_reference(deployment.model, torch.stack([read_image(p) for p in files]))
+    scores = np.array([float(r["score"]) for r in rows])
+    np.testing.assert_allclose(scores, ref["pred_score"], atol=score_bar(deployment.model) + 1e-6)
+    decisive = np.abs(ref["pred_score"] - 0.5) > score_bar(deployment.model)
+    labels = np.array([r["label"] == "anomalous" for r in rows])
+    np.testing.assert_array_equal(labels[decisive], ref["pred_label"][decisive])
+
+    # The checkpoint gives the same CSV through PyTorch.
+    ckpt_rows = read_csv(
+        score_folder(deployment.ckpt, xray_folder, tmp_path / "ckpt", progress=False).csv_path
+    )
+    assert [r["file"] for r in ckpt_rows] == [r["file"] for r in rows]
+    np.testing.assert_allclose(
+        [float(r["score"]) for r in ckpt_rows], scores, atol=score_bar(deployment.model) + 1e-6
+    )
+
+
+def _variants(base: Path, folder: Path) -> dict[str, Path]:
+    """The same picture as 8-bit grey, RGB, opaque RGBA, 16-bit grey and DICOM, plus other sizes."""
+    folder.mkdir(parents=True)
+    grey = np.asarray(Image.open(base).convert("L")).copy()
+    grey[0, 0], grey[0, 1] = 0, 255  # full range, so DICOM's min-max window is the identity
+    paths = {name: folder / f"{name}.png" for name in ("grey", "rgb", "rgba", "grey16", "big", "wide")}
+    Image.fromarray(grey).save(paths["grey"])
+    Image.fromarray(grey).convert("RGB").save(paths["rgb"])
+    Image.fromarray(grey).convert("RGBA").save(paths["rgba"])
+    Image.fromarray(grey.astype(np.uint16) * 257).save(paths["grey16"])
+    Image.fromarray(grey).resize((2 * SIZE, 2 * SIZE), Image.Resampling.BICUBIC).save(paths["big"])
+    Image.fromarray(grey).resize((SIZE + 36, SIZE - 9), Image.Resampling.BICUBIC).convert("RGB").save(
+        paths["wide"]
+    )
+    paths["dicom"] = write_dicom(folder / "grey.dcm", grey)
+    return paths
+
+
+def test_other_sizes_channels_and_formats(deployment: TinyDeployment, tmp_path: Path) -> None:
+    paths = _variants(deployment.image_paths[0], tmp_path / "variants")
+    result = score_folder(deployment.irs["fp32"], tmp_path / "variants", tmp_path / "out", progress=False)
+    scores = {Path(r["file"]).name: r["score"] for r in result.rows}
+    assert len(scores) == len(paths)
+
+    # Channel count and bit depth do not change the pixels, so they do not change the score.
+    for name in ("rgb.png", "rgba.png", "grey16.png", "grey.dcm"):
+        assert scores[name] == pytest.approx(scores["grey.png"], abs=1e-5), name
+
+    # Another size gets the score a Lightning test loop gives that file (antialiased resize, as trained).
+    for name in ("big.png", "wide.png"):
+        expected = lightning_scores(deployment, [paths[name.removesuffix(".png")]])[0]
+        assert scores[name] == pytest.approx(expected, abs=score_bar(deployment.model) + 1e-6), name
+    with Image.open(tmp_path / "out" / "heatmaps" / "wide.png.png") as heatmap:
+        assert heatmap.size == (SIZE + 36, SIZE - 9)  # overlays come back at the original size
+
+
+def test_graph_resizes_any_input_itself(deployment: TinyDeployment) -> None:
+    """Fed straight to the IR, an off-size image is resized in-graph (no antialiasing there)."""
+    image = read_image(deployment.image_paths[0])
+    big = torch.nn.functional.interpolate(image[None], scale_factor=2, mode="bilinear")
+    compiled = ov.Core().compile_model(
+        str(deployment.irs["fp32"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    out = {o.get_any_name(): v for o, v in compiled(big.numpy()).items()}
+    assert out["anomaly_map"].shape == (1, 1, SIZE, SIZE)
+    with torch.no_grad():
+        expected = deployment.model(big).pred_score.numpy()  # model.forward also uses the export resize
+    np.testing.assert_allclose(out["pred_score"], expected, atol=score_bar(deployment.model) + 1e-6)
+
+
+def _bad_folder(xray_folder: Path) -> list[Path]:
+    bad = [xray_folder / "NORMAL" / "broken.png", xray_folder / "PNEUMONIA" / "cut.jpg"]
+    bad[0].write_text("this is not an image\n")
+    Image.new("L", (SIZE, SIZE), 128).save(bad[1], format="JPEG")
+    bad[1].write_bytes(bad[1].read_bytes()[:200])
+    return bad
+
+
+def test_unreadable_files_stop_the_run_or_are_skipped(
+    deployment: TinyDeployment, xray_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _bad_folder(xray_folder)
+    (tmp_path / "strict").mkdir()
+    (tmp_path / "strict" / "scores.csv").write_text("file,score\nold.png,0.1\n")  # from an earlier run
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
+        score_folder(deployment.irs["fp32"], xray_folder, tmp_path / "strict", progress=False)
+    assert not (tmp_path / "strict" / "scores.csv").exists()  # no CSV, not even an old one, after a failure
+
+    with pytest.warns(UserWarning, match="skipping") as caught:
+        result = score_folder(
+            deployment.irs["fp32"], xray_folder, tmp_path / "lenient", skip_bad=True, progress=False
+        )
+    assert {Path(f).name for f, _ in result.skipped} == {p.name for p in bad}
+    assert any("cut.jpg" in str(w.message) for w in caught)
+    assert len(read_csv(result.csv_path)) == len(deployment.image_paths)
+    assert {Path(r["file"]).name for r in read_csv(tmp_path / "lenient" / "skipped.csv")} == {
+        p.name for p in bad
+    }
+
+    code = main([str(deployment.irs["fp32"]), str(xray_folder), "-o", str(tmp_path / "cli"), "--quiet"])
+    assert code == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_models_that_are_not_simsid_are_refused(
+    deployment: TinyDeployment, xray_folder: Path, tmp_path: Path
+) -> None:
+    torch.save({"weights": torch.randn(4)}, tmp_path / "random.ckpt")
+    (tmp_path / "garbage.xml").write_bytes(os.urandom(64))
+    image = opset13.parameter([1, 3, 8, 8], name="input")
+    ov.save_model(ov.Model([opset13.relu(image)], [image], "not_simsid"), tmp_path / "relu.xml")
+    padim_like = ov.Core().read_model(str(deployment.irs["fp32"]))
+    padim_like.set_rt_info("Padim", ["simsid", "model_type"])
+    ov.save_model(padim_like, tmp_path / "padim.xml", compress_to_fp16=False)
+    cases = {
+        "random.ckpt": "not a Lightning checkpoint",
+        "garbage.xml": "cannot read OpenVINO model",
+        "relu.xml": "not an exported anomalib SimSID",
+        "padim.xml": "'Padim' model, not SimSID",
+    }
+    for name, message in cases.items():
+        with pytest.raises(NotSimSIDError, match=message):
+            score_folder(tmp_path / name, xray_folder, tmp_path / "out", progress=False)
+        assert not (tmp_path / "out" / "scores.csv").exists(), name
+    assert (
+        main([str(tmp_path / "random.ckpt"), str(xray_folder), "-o", str(tmp_path / "cli"), "--quiet"]) == 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("relative", "expected"),
+    [
+        ("NORMAL/a.png", "normal"),
+        ("test/PNEUMONIA/a.jpeg", "anomalous"),
+        ("test/good/a.png", "normal"),
+        ("anomalous/sub/a.png", "anomalous"),
+        ("batch1/a.png", ""),
+        ("a.png", ""),
+    ],
+)
+def test_ground_truth_from_class_folders(relative: str, expected: str) -> None:
+    assert ground_truth(Path(relative)) == expected
+
+
+def test_module_entry_point(deployment: TinyDeployment, xray_folder: Path, tmp_path: Path) -> None:
+    """``python -m anomalib_simsid.deploy.score_folder`` as a user runs it (progress bar on stderr)."""
+    args = [sys.executable, "-m", "anomalib_simsid.deploy.score_folder", str(deployment.irs["int8"])]
+    args += [str(xray_folder), "--output", str(tmp_path / "cli")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"scored {len(deployment.image_paths)} images" in result.stdout
+    assert "image AUROC" in result.stdout
+    assert "SimSID scoring" in result.stderr  # the tqdm bar
+    assert len(read_csv(tmp_path / "cli" / "scores.csv")) == len(deployment.image_paths)
