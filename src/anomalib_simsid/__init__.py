@@ -7,7 +7,7 @@ Importing the package registers ``SimSID`` in ``anomalib.models`` and the datamo
 
 import importlib
 
-from .data import COVIDx, CheXpert, DigitAnatomy, ZhangLab
+from .data import CheXpert, COVIDx, DigitAnatomy, ZhangLab
 from .models import SimSID, SimSIDModel
 
 __all__ = ["COVIDx", "CheXpert", "DigitAnatomy", "SimSID", "SimSIDModel", "ZhangLab"]
