@@ -116,10 +116,8 @@ class SimSID(AnomalibModule):
             use_inpainting=use_inpainting,
             disc_eval_norm=disc_eval_norm,
         )
-        # --- speed levers (train-speed issue) ---
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        # --- end speed levers ---
         self.generator_loss = GeneratorLoss(recon_weight, teacher_weight, dist_weight, adv_weight)
         self.discriminator_loss = DiscriminatorLoss(disc_weight)
         self.automatic_optimization = False
@@ -215,7 +213,6 @@ class SimSID(AnomalibModule):
         """Step the generator's cosine schedule once per epoch (manual optimisation does not)."""
         self.lr_schedulers().step()
 
-    # --- resumable runs (train-speed issue) ---
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also save the RNG states, so a resumed run draws the same shuffles, augmentations and masks."""
         super().on_save_checkpoint(checkpoint)
@@ -227,9 +224,6 @@ class SimSID(AnomalibModule):
         if RNG_STATE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
             restore_rng_states(checkpoint[RNG_STATE_KEY])
 
-    # --- end resumable runs ---
-
-    # --- data parallel (train-speed issue) ---
     def setup(self, stage: str) -> None:
         """Under a DDP strategy, let DDP find unused parameters (needed by the two manual backwards)."""
         del stage
@@ -242,8 +236,6 @@ class SimSID(AnomalibModule):
     def on_train_end(self) -> None:
         """End training with identical buffers on every rank."""
         broadcast_buffers(self.model)
-
-    # --- end data parallel ---
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> Batch:
         """Score the batch; anomalib's post-processor and evaluator read the returned batch."""
