@@ -14,8 +14,9 @@ Each variant runs in its own subprocess (a Lightning ``Trainer`` around the real
 on in-memory images), so its peak RSS (``ru_maxrss``) is its own. Reported per variant: wall time
 and CPU time per generator (D+G) and critic-only batch, training images/s at batch 16, inference
 time per image (what per-epoch validation costs), peak RSS, and the projected ZhangLab epoch:
-1341 - 200 = 1141 training normals = 72 batches (36 D+G, 36 D-only), 200 validation images, and the
-decode/resize/augment cost of those 1341 images. ``--auroc`` trains the small model on DigitAnatomy
+1,284 training normals (1,341 minus the 57 normals drawn into the 200-image validation set with
+split_seed 0) = 81 batches, 200 validation images, and the decode/resize/augment cost of those
+images. ``--auroc`` trains the small model on DigitAnatomy
 with the plain path and with the chosen levers (same seeds) and compares AUROC and loss curves.
 
 The measured tables go between the ``MEASURED`` markers of ``--output``; the text around them is
@@ -43,13 +44,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "train_speed.md"
 ZHANGLAB_DIR = REPO_ROOT.parent / "shared" / "data" / "zhanglab-224" / "chest_xray" / "train" / "NORMAL"
 AUROC_SETUPS = {
-    "zhanglab": "ZhangLab (1141 train normals, 200 val, 234 + 390 test), model `zhang-small`",
+    "zhanglab": "ZhangLab (1284 train normals, 200 val, 234 + 390 test), model `zhang-small`",
     "digits": "DigitAnatomy (96 px, 40+40 val, 100+100 test), model `small`",
 }
 BEGIN, END = "<!-- BEGIN MEASURED (benchmarks/train_speed.py) -->", "<!-- END MEASURED -->"
 
 BATCH = 16
-ZHANG_TRAIN, ZHANG_VAL, PAPER_EPOCHS = 1341 - 200, 200, 1000
+# The real split (split_seed 0): validation draws 200 of the pool, 57 of them normal.
+ZHANG_TRAIN, ZHANG_VAL, PAPER_EPOCHS = 1341 - 57, 200, 1000
 MODELS: dict[str, dict[str, Any]] = {
     # The paper model with the released ZhangLab memory (spec §1, §4.2).
     "paper": {"img_size": 128, "num_patch": 2, "level": 4, "base_width": 32, "memory": "queue"},
@@ -259,7 +261,7 @@ def worker_auroc(
 
     seed_everything(seed, workers=True)
     loaders = {"train_batch_size": BATCH, "eval_batch_size": 32, "num_workers": 0}
-    if dataset == "zhanglab":  # the real protocol: 1141 train normals, 200 val, 234 + 390 test
+    if dataset == "zhanglab":  # the real protocol: 1284 train normals, 200 val, 234 + 390 test
         module = build_model(variant, "zhang-small", visualizer=False)
         datamodule = ZhangLab(root=str(ZHANGLAB_DIR.parents[2]), val_size=ZHANG_VAL, split_seed=0, **loaders)
     else:
@@ -384,7 +386,7 @@ def _mean(rows: list[dict[str, Any]], kind: str, key: str) -> float:
 
 
 def summarise_speed(result: dict[str, Any], data: dict[str, Any], cores: int) -> dict[str, Any]:
-    """Per-variant numbers and the ZhangLab projection (72 batches: 36 D+G, 35 D + one D of 5 images).
+    """Per-variant numbers and the ZhangLab projection (81 batches: 41 D+G, 40 D-only, last one short).
 
     With one torch thread the basis is process CPU time divided by ``cores`` (contention-proof:
     other jobs on a shared machine stretch wall time, not the CPU time of a single-threaded
