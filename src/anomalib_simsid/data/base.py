@@ -19,6 +19,7 @@ from anomalib.data.utils import TestSplitMode, ValSplitMode
 from lightning.pytorch.utilities import rank_zero_info
 from torchvision.transforms.v2 import Transform
 
+from .augmentation import simsid_train_augmentation
 from .image_io import read_image
 
 SPLITS = ("train", "val", "test")
@@ -60,6 +61,9 @@ class SplitDataModule(AnomalibDataModule):
         augmentations: Transform | None = None,
         seed: int = 0,
     ) -> None:
+        # Every protocol trains with SimSID's mild affine unless the user chose augmentations.
+        if train_augmentations is None and augmentations is None:
+            train_augmentations = simsid_train_augmentation()
         super().__init__(
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,

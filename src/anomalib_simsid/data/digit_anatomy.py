@@ -28,7 +28,6 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import Transform
 
-from .augmentation import simsid_train_augmentation
 from .base import SPLITS, SplitDataModule
 
 GENERATOR_NAME = "anomalib_simsid.DigitAnatomy"
@@ -431,8 +430,6 @@ class DigitAnatomy(SplitDataModule):
             if value < 1:
                 msg = f"{name} must be positive, got {value}"
                 raise ValueError(msg)
-        if train_augmentations is None and augmentations is None:
-            train_augmentations = simsid_train_augmentation()
         super().__init__(
             root=root,
             train_batch_size=train_batch_size,

@@ -114,10 +114,6 @@ class ChestXRayDataModule(SplitDataModule):
         positive_ratio: float = 1.0,
         on_bad_image: str = "raise",
     ) -> None:
-        if train_augmentations is None and augmentations is None:
-            from .augmentation import simsid_train_augmentation
-
-            train_augmentations = simsid_train_augmentation()
         super().__init__(
             root=root,
             train_batch_size=train_batch_size,
