@@ -149,6 +149,8 @@ def quantize_int8(
     options = dict(INT8_DEFAULTS if options is None else options)
     if isinstance(options.get("model_type"), str):
         options["model_type"] = nncf.ModelType(options["model_type"])
+    if isinstance(options.get("ignored_scope"), dict):  # JSON-friendly form, e.g. {"types": ["MatMul"]}
+        options["ignored_scope"] = nncf.IgnoredScope(**options["ignored_scope"])
     dataset = nncf.Dataset(list(calibration))
     return nncf.quantize(ov_model, dataset, subset_size=len(calibration), **options)
 

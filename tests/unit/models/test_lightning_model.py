@@ -56,6 +56,18 @@ def test_schedule_steps_once_per_epoch_and_optimisers_follow_the_spec(
     assert d_opt.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
+def test_disc_cosine_anneals_the_critic_on_the_same_schedule(tmp_path: Path, digit_root: Path) -> None:
+    model = SimSID(
+        **TINY_MODEL, cosine_period=4, eta_min=1e-5, disc_cosine=True, disc_lr=2e-4, visualizer=False
+    )
+    _engine(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1).fit(
+        model, datamodule=_data(digit_root)
+    )
+    d_opt, g_opt = model.optimizers()
+    assert g_opt.param_groups[0]["lr"] == pytest.approx(1e-5 + (1e-4 - 1e-5) * 0.5)
+    assert d_opt.param_groups[0]["lr"] == pytest.approx(1e-5 + (2e-4 - 1e-5) * 0.5)
+
+
 def _scores(tmp_path: Path, root: Path, seed: int) -> torch.Tensor:
     seed_everything(seed, workers=True)
     model = SimSID(**TINY_MODEL, memory="queue", visualizer=False)

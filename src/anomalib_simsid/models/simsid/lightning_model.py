@@ -58,6 +58,8 @@ class SimSID(AnomalibModule):
         cosine_period: ``T_max`` (epochs) of the generator's cosine schedule, stepped per epoch and
             never clamped (it rises again after ``T_max``, as released).
         eta_min: floor of the cosine schedule.
+        disc_cosine: anneal the critic's rate on the same cosine (released: constant). Short
+            schedules such as the DigitAnatomy demo use it so the adversarial game settles.
         max_epochs: if set, forced on the trainer (for ``anomalib benchmark``, which cannot set it).
         channels_last: store the convolution weights NHWC, a speed lever (same math, other memory
             layout; see ``benchmarks/results/train_speed.md``). Mixed precision is the trainer's:
@@ -88,6 +90,7 @@ class SimSID(AnomalibModule):
         n_critic: int = 2,
         cosine_period: int = 300,
         eta_min: float = 1e-5,
+        disc_cosine: bool = False,
         max_epochs: int | None = None,
         channels_last: bool = False,
         pre_processor: nn.Module | bool = True,
@@ -157,7 +160,7 @@ class SimSID(AnomalibModule):
         )
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
-        """Critic and generator Adam (spec §3.2); cosine schedule on the generator only."""
+        """Critic and generator Adam (spec §3.2); cosine schedule on the generator (and critic if asked)."""
         hp = self.hparams
         d_opt = optim.Adam(self.model.discriminator.parameters(), lr=hp.disc_lr, betas=(0.5, 0.999), eps=1e-8)
         g_opt = optim.Adam(
@@ -167,8 +170,13 @@ class SimSID(AnomalibModule):
             eps=1e-7,
             weight_decay=hp.weight_decay,
         )
-        schedule = optim.lr_scheduler.CosineAnnealingLR(g_opt, T_max=hp.cosine_period, eta_min=hp.eta_min)
-        return [d_opt, g_opt], [{"scheduler": schedule, "interval": "epoch"}]
+        annealed = [g_opt, d_opt] if hp.disc_cosine else [g_opt]
+        cosine = optim.lr_scheduler.CosineAnnealingLR
+        schedules = [
+            {"scheduler": cosine(opt, T_max=hp.cosine_period, eta_min=hp.eta_min), "interval": "epoch"}
+            for opt in annealed
+        ]
+        return [d_opt, g_opt], schedules
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """Critic step on every batch; generator step and queue write every ``n_critic`` batches.
@@ -210,8 +218,10 @@ class SimSID(AnomalibModule):
         return self.all_gather(queries).flatten(0, 1)
 
     def on_train_epoch_end(self) -> None:
-        """Step the generator's cosine schedule once per epoch (manual optimisation does not)."""
-        self.lr_schedulers().step()
+        """Step the cosine schedules once per epoch (manual optimisation does not)."""
+        schedules = self.lr_schedulers()
+        for schedule in schedules if isinstance(schedules, list) else [schedules]:
+            schedule.step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also save the RNG states, so a resumed run draws the same shuffles, augmentations and masks."""
