@@ -166,6 +166,24 @@ def test_compressed_irs_run_and_carry_metadata(deployment: TinyDeployment, compr
         assert "FakeQuantize" in types  # really quantised, not a renamed FP32 graph
 
 
+def _quantised_input_counts(xml: Path) -> dict[str, tuple[int, int]]:
+    """Per op type: (ops, ops with a FakeQuantize directly on an input)."""
+    counts: dict[str, tuple[int, int]] = {}
+    for op in ov.Core().read_model(str(xml)).get_ops():
+        fed = any(inp.get_source_output().get_node().get_type_name() == "FakeQuantize" for inp in op.inputs())
+        total, quantised = counts.get(op.get_type_name(), (0, 0))
+        counts[op.get_type_name()] = (total + 1, quantised + int(fed))
+    return counts
+
+
+def test_int8_quantises_convolutions_and_keeps_memory_reads_in_float(deployment: TinyDeployment) -> None:
+    """INT8_DEFAULTS ignores MatMuls: the top-k memory reads flip under INT8 rounding (README, INT8)."""
+    counts = _quantised_input_counts(deployment.irs["int8"])
+    assert counts["Convolution"][1] > 0
+    assert counts["MatMul"][0] > 0
+    assert counts["MatMul"][1] == 0
+
+
 def test_ir_has_no_random_or_stateful_ops(deployment: TinyDeployment) -> None:
     types = {op.get_type_name() for op in ov.Core().read_model(str(deployment.irs["fp32"])).get_ops()}
     assert not types & {"RandomUniform", "Multinomial", "Assign", "ReadValue", "If", "Loop", "NonZero"}
