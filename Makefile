@@ -9,7 +9,8 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test lint install clean
 
-$(STAMP): pyproject.toml
+# The editable install copies the autoload hook into site-packages: reinstall when it changes.
+$(STAMP): pyproject.toml src/anomalib_simsid_autoload.py src/anomalib_simsid.pth
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 	$(BIN)/python -m pip install -e ".[dev]"

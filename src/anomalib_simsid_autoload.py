@@ -5,6 +5,12 @@ subclasses that are already imported. A one-line ``.pth`` file imports this modu
 start; it imports nothing heavy itself, but installs a one-shot import hook that loads the plugin
 as soon as ``anomalib.models`` has finished importing. A broken plugin only warns: it must never
 break plain ``anomalib``. Set ``ANOMALIB_SIMSID_NO_AUTOLOAD=1`` to switch the hook off.
+
+The same mechanism fixes one anomalib 2.7 CLI bug that breaks repeatability: ``AnomalibCLI``
+parses ``seed_everything`` but never calls it, so ``seed_everything: 42`` in a config did nothing
+and two identical ``anomalib train`` runs trained different models. After ``anomalib.cli.cli`` is
+imported, the hook makes the CLI seed before it instantiates the model and data, as Lightning's
+CLI does (an int seeds with that value, ``true`` draws a random seed and logs it, ``false`` skips).
 """
 
 from __future__ import annotations
@@ -16,22 +22,55 @@ import os
 import sys
 import warnings
 
-_TARGET = "anomalib.models"
+_MODELS = "anomalib.models"
+_CLI = "anomalib.cli.cli"
 _PLUGIN = "anomalib_simsid"
 
 
-def _load_plugin() -> None:
+def _load_plugin(_module: object) -> None:
     try:
         importlib.import_module(_PLUGIN)
     except Exception as err:
         warnings.warn(f"anomalib_simsid could not be loaded ({err!r}); use dotted class paths.", stacklevel=2)
 
 
-class _AfterModelsImport(importlib.abc.MetaPathFinder):
-    """Finds ``anomalib.models`` once, then chains the plugin import after its execution."""
+def _seed_from_config(cli: object) -> None:
+    """Seed like ``LightningCLI._set_seed``: before any class of the subcommand is instantiated."""
+    config = cli.config.get(str(cli.subcommand), cli.config)
+    seed = config.get("seed_everything", True)
+    if seed is False or seed is None:
+        return
+    from lightning.pytorch import seed_everything
+
+    config["seed_everything"] = seed_everything(None if seed is True else int(seed), workers=True)
+
+
+def _patch_cli(module: object) -> None:
+    try:
+        cli_class = module.AnomalibCLI
+        original = cli_class.before_instantiate_classes
+        if getattr(original, "_seeds", False):
+            return
+
+        def before_instantiate_classes(self: object) -> None:
+            _seed_from_config(self)
+            original(self)
+
+        before_instantiate_classes._seeds = True
+        cli_class.before_instantiate_classes = before_instantiate_classes
+    except Exception as err:
+        warnings.warn(f"anomalib_simsid could not fix CLI seeding ({err!r}).", stacklevel=2)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Finds ``target`` once, then runs ``callback(module)`` right after the module has executed."""
+
+    def __init__(self, target: str, callback: object) -> None:
+        self.target = target
+        self.callback = callback
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != _TARGET:
+        if fullname != self.target:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
@@ -41,21 +80,21 @@ class _AfterModelsImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             original_exec(module)
-            _load_plugin()
+            self.callback(module)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
 def install() -> None:
-    """Install the hook unless disabled or already too late (then import directly)."""
+    """Install the hooks unless disabled; a module imported already gets its callback at once."""
     if os.environ.get("ANOMALIB_SIMSID_NO_AUTOLOAD"):
         return
-    if _TARGET in sys.modules:
-        _load_plugin()
-        return
-    if not any(isinstance(f, _AfterModelsImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterModelsImport())
+    for target, callback in ((_MODELS, _load_plugin), (_CLI, _patch_cli)):
+        if target in sys.modules:
+            callback(sys.modules[target])
+        elif not any(isinstance(f, _AfterImport) and f.target == target for f in sys.meta_path):
+            sys.meta_path.insert(0, _AfterImport(target, callback))
 
 
 install()

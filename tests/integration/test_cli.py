@@ -48,6 +48,28 @@ def test_literal_train_command_writes_checkpoint_and_metrics(
     assert sum(1 for row in rows if row.get("train_d_loss")) == 2  # one per epoch
 
 
+def _fit_losses(tmp_path: Path, digit_root: Path, anomalib_bin: str, seed: int) -> list[str]:
+    """Per-epoch training losses of one `anomalib fit` subprocess seeded with ``seed``."""
+    tmp_path.mkdir()
+    args = [anomalib_bin, "fit", "--model", "SimSID", "--config", str(_config(tmp_path, digit_root))]
+    result = _run([*args, "--seed_everything", str(seed), "--trainer.max_epochs", "1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Seed set to {seed}" in result.stdout + result.stderr
+    rows = csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open())
+    return [row["train_g_loss"] for row in rows if row.get("train_g_loss")]
+
+
+@pytest.mark.slow
+def test_cli_seed_makes_runs_repeatable(tmp_path: Path, digit_root: Path, anomalib_bin: str) -> None:
+    """anomalib 2.7's CLI parses `seed_everything` but never applies it; the autoload hook does."""
+    first = _fit_losses(tmp_path / "a", digit_root, anomalib_bin, seed=7)
+    second = _fit_losses(tmp_path / "b", digit_root, anomalib_bin, seed=7)
+    other = _fit_losses(tmp_path / "c", digit_root, anomalib_bin, seed=8)
+    assert first
+    assert first == second
+    assert other != first
+
+
 @pytest.mark.parametrize(
     ("extra_args", "expected"),
     [
