@@ -21,13 +21,15 @@ import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from types import ModuleType
 
 _MODELS = "anomalib.models"
 _CLI = "anomalib.cli.cli"
 _PLUGIN = "anomalib_simsid"
 
 
-def _load_plugin(_module: object) -> None:
+def _load_plugin(_module: ModuleType) -> None:
     try:
         importlib.import_module(_PLUGIN)
     except Exception as err:
@@ -45,7 +47,7 @@ def _seed_from_config(cli: object) -> None:
     config["seed_everything"] = seed_everything(None if seed is True else int(seed), workers=True)
 
 
-def _patch_cli(module: object) -> None:
+def _patch_cli(module: ModuleType) -> None:
     try:
         cli_class = module.AnomalibCLI
         original = cli_class.before_instantiate_classes
@@ -53,7 +55,10 @@ def _patch_cli(module: object) -> None:
             return
 
         def before_instantiate_classes(self: object) -> None:
-            _seed_from_config(self)
+            try:
+                _seed_from_config(self)
+            except Exception as err:  # like a broken plugin: warn, never break plain anomalib
+                warnings.warn(f"anomalib_simsid could not seed the CLI run ({err!r}).", stacklevel=2)
             original(self)
 
         before_instantiate_classes._seeds = True
@@ -65,7 +70,7 @@ def _patch_cli(module: object) -> None:
 class _AfterImport(importlib.abc.MetaPathFinder):
     """Finds ``target`` once, then runs ``callback(module)`` right after the module has executed."""
 
-    def __init__(self, target: str, callback: object) -> None:
+    def __init__(self, target: str, callback: Callable[[ModuleType], None]) -> None:
         self.target = target
         self.callback = callback
 
