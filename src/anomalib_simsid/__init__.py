@@ -7,15 +7,15 @@ Importing the package registers ``SimSID`` in ``anomalib.models`` and the datamo
 
 import importlib
 
-from .data import CheXpert, COVIDx, DigitAnatomy, ZhangLab
+from .data import CheXpert, COVIDx, DigitAnatomy, XRayFolder, ZhangLab
 from .models import SimSID, SimSIDModel
 
-__all__ = ["COVIDx", "CheXpert", "DigitAnatomy", "SimSID", "SimSIDModel", "ZhangLab"]
+__all__ = ["COVIDx", "CheXpert", "DigitAnatomy", "SimSID", "SimSIDModel", "XRayFolder", "ZhangLab"]
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "anomalib.models": ["SimSID"],
-    "anomalib.data": ["COVIDx", "CheXpert", "DigitAnatomy", "ZhangLab"],
+    "anomalib.data": ["COVIDx", "CheXpert", "DigitAnatomy", "XRayFolder", "ZhangLab"],
 }
 
 

@@ -5,6 +5,7 @@ from .chexpert import CheXpert
 from .covidx import COVIDx
 from .digit_anatomy import DigitAnatomy
 from .image_io import ImageReadError, read_image
+from .xray_folder import XRayFolder
 from .zhanglab import ZhangLab
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "CheXpert",
     "DigitAnatomy",
     "ImageReadError",
+    "XRayFolder",
     "ZhangLab",
     "read_image",
     "simsid_train_augmentation",

@@ -23,6 +23,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
@@ -246,6 +247,17 @@ class SimSID(AnomalibModule):
     def on_train_end(self) -> None:
         """End training with identical buffers on every rank."""
         broadcast_buffers(self.model)
+
+    def on_fit_end(self) -> None:
+        """Warn when the fitted score ranks validation images backwards (AUROC below 0.5)."""
+        auroc = self.trainer.callback_metrics.get("image_AUROC")
+        if auroc is not None and float(auroc) < 0.5:
+            rank_zero_warn(
+                f"SimSID: validation image_AUROC after fitting is {float(auroc):.3f}, below 0.5: the score "
+                "ranks normal images as more anomalous than abnormal ones. The model is undertrained "
+                "(train longer; see benchmarks/results/curves) or the data breaks SimSID's assumption "
+                "that anomalies change the anatomy it learned. Do not deploy its threshold."
+            )
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> Batch:
         """Score the batch; anomalib's post-processor and evaluator read the returned batch."""

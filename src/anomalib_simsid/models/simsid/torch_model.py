@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
+from torch.nn import functional as F
 
 from .inpainting import InpaintingBlock
 from .memory import MemoryMatrix, MemoryQueue
@@ -237,6 +238,37 @@ class SimSIDModel(nn.Module):
     def to_gray(image: torch.Tensor) -> torch.Tensor:
         """Reduce anomalib's forced 3-channel batch to the single channel SimSID is defined on."""
         return image.mean(dim=1, keepdim=True) if image.shape[1] != 1 else image
+
+    @torch.no_grad()
+    def diagnostic_scores(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every per-image anomaly score one eval forward pass yields (higher = more anomalous).
+
+        ``critic_recon`` is the paper's score (the model's ``pred_score``); the others are SimSID-family
+        alternatives for learning curves and diagnosis: the critic on the input itself, the residual
+        ``|x - x_hat|`` (mean, max, and max of 8x8-averaged blocks), the squared distance of the
+        bottleneck queries to their memory reads, and the student-teacher reconstruction gap.
+        Call in eval mode.
+        """
+        gray = self.to_gray(image)
+        generator = self.generator
+        bottleneck, skips = generator.encoder(patchify(gray, generator.grid))
+        inpainted, memory_distance = bottleneck, torch.zeros(gray.shape[0], device=gray.device)
+        if generator.inpainting is not None:
+            inpainted, queries = generator.inpainting(bottleneck)
+            reads = generator.inpainting.memory(queries)
+            memory_distance = (queries.float() - reads.float()).pow(2).mean(dim=(1, 2))
+        reconstruction, _ = generator.student(inpainted, skips)
+        teacher, _ = generator.teacher(bottleneck, skips)
+        residual = (gray - reconstruction).abs().float()
+        return {
+            "critic_recon": -self.discriminator(reconstruction).float().flatten(),
+            "critic_input": -self.discriminator(gray).float().flatten(),
+            "residual_mean": residual.mean(dim=(1, 2, 3)),
+            "residual_max": residual.amax(dim=(1, 2, 3)),
+            "residual_block_max": F.avg_pool2d(residual, 8).amax(dim=(1, 2, 3)),
+            "memory_distance": memory_distance,
+            "teacher_gap": (reconstruction - teacher).abs().float().mean(dim=(1, 2, 3)),
+        }
 
     def forward(self, image: torch.Tensor) -> InferenceBatch | SimSIDTrainOutput:
         """Training: generator pass with teacher. Eval: score and residual map, student path only."""
