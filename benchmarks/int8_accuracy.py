@@ -33,7 +33,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from anomalib_simsid.deploy import export_openvino, load_simsid, torch_reference
-from anomalib_simsid.deploy.export import training_resize
+from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
 
 def load_test_split(
@@ -42,7 +42,7 @@ def load_test_split(
     """Load the test split as one ``(N, 3, S, S)`` tensor resized like training, and its labels."""
     datamodule.setup("test")
     data = datamodule.test_data
-    resize = training_resize((img_size, img_size))
+    resize = simsid_resize((img_size, img_size))
     count = len(data) if limit is None else min(limit, len(data))
     images, labels = [], []
     for index in range(count):

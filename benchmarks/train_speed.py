@@ -325,9 +325,9 @@ def worker_data(n_images: int) -> dict[str, Any]:
     import numpy as np
     import torch
     from PIL import Image
-    from torchvision.transforms.v2 import InterpolationMode, Resize
 
     from anomalib_simsid.data import read_image, simsid_train_augmentation
+    from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
     torch.set_num_threads(1)
     files = sorted(ZHANGLAB_DIR.glob("*.jpeg"))[:n_images] if ZHANGLAB_DIR.is_dir() else []
@@ -341,7 +341,7 @@ def worker_data(n_images: int) -> dict[str, Any]:
             Image.fromarray(rng.integers(0, 255, (224, 224), dtype=np.uint8)).save(path)
             files.append(path)
         source = "generated 224 px PNG"
-    resize = Resize((128, 128), interpolation=InterpolationMode.BICUBIC, antialias=True)
+    resize = simsid_resize((128, 128))
     augment = simsid_train_augmentation()
     timings = {"decode": 0.0, "resize": 0.0, "augment": 0.0}
     for path in files:

@@ -29,3 +29,7 @@ def _register() -> None:
 
 
 _register()
+
+from .fixes import apply_all as _apply_fixes  # noqa: E402  (after registration)
+
+_apply_fixes()

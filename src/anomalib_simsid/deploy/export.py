@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from anomalib.data import AnomalibDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.transforms.v2 import InterpolationMode, Resize
 
 import anomalib_simsid
 from anomalib_simsid.models import SimSID
+from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
 from .checkpoint import NotSimSIDError, load_simsid, prepare_for_deployment
 
@@ -55,11 +55,6 @@ INT8_DEFAULTS: dict[str, Any] = {
 }
 
 
-def training_resize(size: tuple[int, int]) -> Resize:
-    """Build the resize SimSID trains with: bicubic, antialiased (the exported graph's resize is not)."""
-    return Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-
-
 def normal_training_subset(
     datamodule: AnomalibDataModule, max_images: int = 300, image_size: tuple[int, int] | None = None
 ) -> Subset:
@@ -71,7 +66,7 @@ def normal_training_subset(
     if getattr(datamodule, "train_data", None) is None:
         datamodule.setup("fit")
     dataset = copy.copy(datamodule.train_data)
-    dataset.augmentations = training_resize(image_size) if image_size else None
+    dataset.augmentations = simsid_resize(image_size) if image_size else None
     samples = getattr(dataset, "samples", None)
     if samples is not None and "label_index" in samples:
         labels = np.asarray(samples["label_index"], dtype=int)

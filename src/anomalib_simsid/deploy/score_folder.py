@@ -37,8 +37,9 @@ from tqdm import tqdm
 
 from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 
+from ..models.simsid.pre_processing import simsid_resize
 from .checkpoint import NotSimSIDError, load_simsid
-from .export import MODEL_TYPE, read_metadata, training_resize
+from .export import MODEL_TYPE, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def load_input(path: Path, img_size: int | None) -> tuple[torch.Tensor, tuple[in
         raise ImageReadError(msg)
     size = (int(image.shape[1]), int(image.shape[2]))
     if img_size is not None and size != (img_size, img_size):
-        image = training_resize((img_size, img_size))(image)
+        image = simsid_resize((img_size, img_size))(image)
     return image, size
 
 

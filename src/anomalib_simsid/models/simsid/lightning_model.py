@@ -25,10 +25,10 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
-from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
 from .distributed import broadcast_buffers, find_unused_parameters
 from .loss import DiscriminatorLoss, GeneratorLoss
+from .pre_processing import simsid_pre_processor
 from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
 from .torch_model import SimSIDModel
 
@@ -128,18 +128,8 @@ class SimSID(AnomalibModule):
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """Bicubic resize to the model size and scale [0, 1] to [-1, 1] (``(x - 0.5) / 0.5``).
-
-        Only allow-listed transforms, so the pre-processor is restored from checkpoints and exported.
-        """
-        return PreProcessor(
-            transform=Compose(
-                [
-                    Resize(image_size or (128, 128), interpolation=InterpolationMode.BICUBIC, antialias=True),
-                    Normalize(mean=[0.5] * 3, std=[0.5] * 3),
-                ]
-            ),
-        )
+        """SimSID's antialiased bicubic resize and [-1, 1] scaling (see :mod:`.pre_processing`)."""
+        return simsid_pre_processor(image_size or (128, 128))
 
     def configure_post_processor(self) -> PostProcessor:
         """Anomalib's one-class post-processor: min-max normalisation and a validation-fitted threshold.
