@@ -1,0 +1,154 @@
+"""Why does a score rank one class above another? Image statistics per class, and what the scores follow.
+
+    python -m benchmarks.diagnose --root <XRayFolder root> --out benchmarks/results/diagnosis/adult_cxr.md \
+        [--per-image <curves run>/per_image.csv]
+
+For every image of ``train/normal``, ``val`` and ``test`` (as the model sees it: read with the
+package reader, grey, :func:`simsid_resize` to 128 px) it computes intensity and texture statistics:
+mean, standard deviation, 5th/95th percentile, dark and bright fractions, mean gradient magnitude,
+Laplacian variance (fine texture) and grey-level entropy. The report gives each statistic per class,
+and the AUROC a statistic alone reaches (abnormal vs normal) on validation and test: a statistic far
+from 0.5 is a shortcut a model can pick up, and its direction says which class is darker, smoother...
+
+With ``--per-image`` (written by :class:`anomalib_simsid.callbacks.ScoreCurves`) it adds, for each
+evaluated epoch, every score's Spearman correlation with each statistic on validation, and the mean
+reconstruction residual per class: what the critic keys on, and how it changes with training.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+from torch.nn import functional as F
+
+from anomalib_simsid.data import XRayFolder, read_image
+from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+
+STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "laplacian", "entropy")
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+
+def image_statistics(image: torch.Tensor) -> dict[str, float]:
+    """Statistics of one grey image ``(1, H, W)`` in [0, 1]."""
+    x = image.float()
+    flat = x.flatten()
+    gy, gx = torch.gradient(x[0])
+    histogram = torch.histc(flat, bins=64, min=0.0, max=1.0) / flat.numel()
+    nonzero = histogram[histogram > 0]
+    return {
+        "mean": flat.mean().item(),
+        "std": flat.std().item(),
+        "p05": flat.quantile(0.05).item(),
+        "p95": flat.quantile(0.95).item(),
+        "dark": (flat < 0.05).float().mean().item(),
+        "bright": (flat > 0.95).float().mean().item(),
+        "gradient": torch.sqrt(gx**2 + gy**2).mean().item(),
+        "laplacian": F.conv2d(x[None], _LAPLACIAN).var().item(),
+        "entropy": -(nonzero * nonzero.log2()).sum().item(),
+    }
+
+
+def folder_statistics(root: str, size: int = 128) -> pd.DataFrame:
+    """One row per image of an XRayFolder root: split, label, path and :func:`image_statistics`."""
+    samples = XRayFolder(root).build_samples()
+    resize = simsid_resize((size, size))
+    rows = []
+    for sample in samples.itertuples():
+        image = resize(read_image(sample.image_path)).mean(dim=0, keepdim=True).clamp(0, 1)
+        rows.append(
+            {"split": sample.split, "label": int(sample.label_index), "image_path": sample.image_path}
+            | image_statistics(image)
+        )
+    return pd.DataFrame(rows)
+
+
+def statistics_table(stats: pd.DataFrame) -> str:
+    """Markdown: each statistic's mean per group, and the AUROC it alone reaches on val and test."""
+    groups = {
+        "train normal": stats[stats.split == "train"],
+        **{
+            f"{split} {name}": stats[(stats.split == split) & (stats.label == label)]
+            for split in ("val", "test")
+            for label, name in ((0, "normal"), (1, "abnormal"))
+        },
+    }
+    head = "| statistic | " + " | ".join(groups) + " | AUROC val | AUROC test |"
+    lines = [head, "|" + "---|" * (len(groups) + 3)]
+    for stat in STATS:
+        means = [f"{group[stat].mean():.4g}" for group in groups.values()]
+        aurocs = []
+        for split in ("val", "test"):
+            part = stats[stats.split == split]
+            aurocs.append(f"{roc_auc_score(part.label, part[stat]):.3f}")
+        lines.append(f"| {stat} | " + " | ".join(means + aurocs) + " |")
+    return "\n".join(lines)
+
+
+def score_table(per_image: pd.DataFrame, stats: pd.DataFrame, split: str = "val") -> str:
+    """Markdown: per epoch and score, AUROC, Spearman correlation with each statistic, mean per class."""
+    merged = per_image[per_image.split == split].merge(stats[["image_path", *STATS]], on="image_path")
+    scores = [c for c in per_image.columns if c not in {"epoch", "split", "image_path", "label"}]
+    head = (
+        "| epoch | score | AUROC | normal mean | abnormal mean | "
+        + " | ".join(f"ρ {s}" for s in STATS)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (len(STATS) + 5)]
+    for epoch, part in merged.groupby("epoch"):
+        for score in scores:
+            rho = [f"{spearmanr(part[score], part[stat]).statistic:+.2f}" for stat in STATS]
+            auroc = roc_auc_score(part.label, part[score])
+            means = [f"{part[part.label == label][score].mean():.4g}" for label in (0, 1)]
+            lines.append(f"| {epoch} | {score} | {auroc:.3f} | " + " | ".join(means + rho) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the diagnosis report (markdown) and the per-image statistics (CSV beside it)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", required=True, help="XRayFolder root: train/normal, val/*, test/*")
+    parser.add_argument("--out", required=True, type=Path, help="markdown report to write")
+    parser.add_argument("--per-image", type=Path, help="per_image.csv of a benchmarks.curves run")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    stats = folder_statistics(args.root)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    stats.to_csv(args.out.with_suffix(".stats.csv"), index=False, float_format="%.6g")
+    parts = [
+        f"# Diagnosis: {Path(args.root).name}",
+        "",
+        "Command: `python -m benchmarks.diagnose --root <root> --out <this file>"
+        + (" --per-image <run>/per_image.csv`" if args.per_image else "`"),
+        "",
+        "## Image statistics per class (128 px, as the model sees them)",
+        "",
+        "AUROC of a statistic alone, abnormal vs normal: above 0.5 means abnormal images have larger values.",
+        "",
+        statistics_table(stats),
+    ]
+    if args.per_image:
+        per_image = pd.read_csv(args.per_image)
+        parts += [
+            "",
+            "## Scores on validation: AUROC, class means and Spearman ρ with each statistic",
+            "",
+            score_table(per_image, stats),
+        ]
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text("\n".join(parts) + "\n")
+    tmp.replace(args.out)
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

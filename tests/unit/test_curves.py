@@ -1,0 +1,139 @@
+"""Learning-curve tools: diagnostic scores, the ScoreCurves callback, the fit warning, plots, diagnosis."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from anomalib_simsid import DigitAnatomy, SimSID
+from anomalib_simsid.callbacks import CURVE_COLUMNS, ScoreCurves
+from anomalib_simsid.models.simsid.torch_model import SimSIDModel
+from tests.conftest import TINY_DATA, TINY_MODEL
+
+SCORES = {
+    "critic_recon",
+    "critic_input",
+    "residual_mean",
+    "residual_max",
+    "residual_block_max",
+    "memory_distance",
+    "teacher_gap",
+}
+
+
+def test_diagnostic_scores_include_the_paper_score() -> None:
+    torch.manual_seed(0)
+    model = SimSIDModel(**TINY_MODEL).eval()
+    image = torch.rand(3, 3, 64, 64) * 2 - 1
+    scores = model.diagnostic_scores(image)
+    assert set(scores) == SCORES
+    assert all(value.shape == (3,) for value in scores.values())
+    assert torch.allclose(scores["critic_recon"], model(image).pred_score.flatten(), atol=1e-6)
+    assert (scores["residual_max"] >= scores["residual_block_max"]).all()
+    assert (scores["memory_distance"] > 0).all()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_score_curves_records_every_score_and_replaces_stale_rows(digit_root: Path, tmp_path: Path) -> None:
+    from anomalib.engine import Engine
+
+    curves = tmp_path / "curves.csv"
+    stale = {c: "0" for c in CURVE_COLUMNS} | {"epoch": "3", "score": "stale", "split": "val"}
+    with curves.open("w", newline="") as handle:  # a previous run's later epoch must not survive
+        writer = csv.DictWriter(handle, fieldnames=CURVE_COLUMNS)
+        writer.writeheader()
+        writer.writerow(stale)
+    torch.manual_seed(0)
+    model = SimSID(**TINY_MODEL, visualizer=False)
+    datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
+    callback = ScoreCurves(curves, every_n_epochs=1, per_image_path=tmp_path / "per_image.csv")
+    engine = Engine(max_epochs=2, callbacks=[callback], default_root_dir=tmp_path, logger=False)
+    engine.fit(model, datamodule=datamodule)
+
+    rows = _rows(curves)
+    assert {(int(r["epoch"]), r["score"], r["split"]) for r in rows} == {
+        (epoch, score, split) for epoch in (1, 2) for score in SCORES for split in ("val", "test")
+    }
+    assert all(0.0 <= float(r["auroc"]) <= 1.0 for r in rows)
+    assert all(int(r["n_normal"]) > 0 and int(r["n_abnormal"]) > 0 for r in rows)
+    per_image = _rows(tmp_path / "per_image.csv")
+    assert len(per_image) == 2 * (TINY_DATA["num_val"] + TINY_DATA["num_test"]) * 2  # 2 epochs, 2 classes
+    assert set(per_image[0]) >= SCORES
+
+
+def test_score_curves_rejects_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        ScoreCurves(tmp_path / "c.csv", every_n_epochs=0)
+    with pytest.raises(ValueError, match="splits"):
+        ScoreCurves(tmp_path / "c.csv", splits=("train",))
+
+
+@pytest.mark.parametrize(("auroc", "warns"), [(0.31, True), (0.5, False), (0.9, False), (None, False)])
+def test_fit_warns_when_validation_ranks_backwards(auroc: float | None, warns: bool) -> None:
+    model = SimSID(**TINY_MODEL, visualizer=False)
+    metrics = {} if auroc is None else {"image_AUROC": torch.tensor(auroc)}
+    model._trainer = SimpleNamespace(callback_metrics=metrics)
+    with pytest.warns(UserWarning, match="ranks normal images as more anomalous") if warns else _no_warning():
+        model.on_fit_end()
+
+
+class _no_warning:  # noqa: N801  (a context manager used like pytest.warns)
+    def __enter__(self) -> None:
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc: object) -> None:
+        self._catch.__exit__(*exc)
+
+
+def test_plot_and_diagnosis_tools(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.diagnose import STATS, folder_statistics, image_statistics, statistics_table
+    from benchmarks.plot_curves import plot_curves
+
+    flat, edges = torch.full((1, 32, 32), 0.5), torch.zeros(1, 32, 32)
+    edges[:, :, ::2] = 1.0
+    assert image_statistics(flat)["gradient"] == 0.0
+    assert (
+        image_statistics(torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0)))["gradient"] > 0.1
+    )
+    assert image_statistics(edges)["entropy"] == pytest.approx(1.0)
+
+    rng = np.random.default_rng(0)
+    folders = [("train", "normal", 3)] + [(s, c, 2) for s in ("val", "test") for c in ("normal", "abnormal")]
+    for split, cls, n in folders:
+        for i in range(n):
+            (tmp_path / "data" / split / cls).mkdir(parents=True, exist_ok=True)
+            smooth = cls == "abnormal"
+            pixels = (
+                np.full((40, 40), 128, np.uint8) if smooth else rng.integers(0, 256, (40, 40), dtype=np.uint8)
+            )
+            Image.fromarray(pixels).save(tmp_path / "data" / split / cls / f"{i}.png")
+    stats = folder_statistics(str(tmp_path / "data"), size=32)
+    assert len(stats) == 11
+    assert set(STATS) <= set(stats.columns)
+    table = statistics_table(stats)
+    gradient_line = next(line for line in table.splitlines() if line.startswith("| gradient"))
+    assert gradient_line.endswith("| 0.000 | 0.000 |")  # smooth abnormal images: the lowest gradients
+
+    curves = tmp_path / "curves.csv"
+    curves.write_text(
+        "epoch,score,split,auroc\n1,critic_recon,val,0.4\n2,critic_recon,val,0.6\n"
+        "1,critic_recon,test,0.45\n2,critic_recon,test,0.55\n"
+    )
+    png = plot_curves(curves, {"PaDiM": 76.8})
+    assert png.stat().st_size > 10_000
