@@ -9,6 +9,7 @@ images between splits behind the protocol's back.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -16,13 +17,41 @@ import torch
 from anomalib.data import AnomalibDataModule, ImageItem
 from anomalib.data.datasets.base import AnomalibDataset
 from anomalib.data.utils import TestSplitMode, ValSplitMode
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchvision.transforms.v2 import Transform
 
 from .augmentation import simsid_train_augmentation
-from .image_io import read_image
+from .image_io import ImageReadError, find_unreadable, read_image
 
 SPLITS = ("train", "val", "test")
+ON_BAD_IMAGE = ("raise", "skip")
+_MAX_NAMED = 20
+
+
+def named(items: Sequence[str]) -> str:
+    """One item per line for an error message, cut after a screenful."""
+    shown = "\n  ".join(items[:_MAX_NAMED])
+    more = f"\n  ... and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else ""
+    return f"\n  {shown}{more}"
+
+
+def apply_bad_image_policy(samples: pd.DataFrame, policy: str, name: str) -> pd.DataFrame:
+    """Check every listed image cheaply (see :func:`check_image`) and raise on, or drop, the bad ones.
+
+    Done at setup so that a truncated or mislabelled file stops the run before training, naming
+    every bad file at once, instead of crashing a batch (or the test after a whole fit).
+    """
+    bad = find_unreadable(samples.image_path)
+    if not bad:
+        return samples
+    if policy == "skip":
+        rank_zero_warn(f"{name}: skipping {len(bad)} unreadable image(s):{named(list(bad.values()))}")
+        return samples[~samples.image_path.isin(bad)].reset_index(drop=True)
+    msg = (
+        f"{name}: {len(bad)} unreadable image(s) (fix or remove them, or pass on_bad_image='skip' to "
+        f"drop them):{named(list(bad.values()))}"
+    )
+    raise ImageReadError(msg)
 
 
 class SampleDataset(AnomalibDataset):

@@ -18,15 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torchvision.transforms.v2 import Transform
 
-from .base import SPLITS, SplitDataModule
+from .base import ON_BAD_IMAGE, SPLITS, SplitDataModule, apply_bad_image_policy
 from .download import ZHANGLAB_ARCHIVE, ZHANGLAB_SHA256, ZHANGLAB_SIZE, ZHANGLAB_URL, download_dataset
-from .image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable
-
-ON_BAD_IMAGE = ("raise", "skip")
-_MAX_NAMED = 20
+from .image_io import IMAGE_SUFFIXES
 
 # --------------------------------------------------------------------------- shared protocol pieces
 
@@ -83,20 +80,14 @@ def sample_rows(paths: Sequence[Path | str], label: int, split: str) -> list[dic
     return [{"image_path": str(path), "label_index": int(label), "split": split} for path in paths]
 
 
-def _named(items: Sequence[str]) -> str:
-    shown = "\n  ".join(items[:_MAX_NAMED])
-    more = f"\n  ... and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else ""
-    return f"\n  {shown}{more}"
-
-
 class ChestXRayDataModule(SplitDataModule):
     """Shared arguments and checks of the chest X-ray datamodules (not used directly).
 
-    ``on_bad_image="raise"`` checks at setup that every listed file exists (a ``stat``, no decoding)
-    and lets :func:`read_image` name any file that fails to decode later. ``"skip"`` opens every
-    selected file cheaply at setup (header, PNG CRCs, JPEG end marker) and drops unreadable ones
-    with a warning naming them. Files are checked after the split is drawn, so a bad file shrinks
-    its split rather than changing which files the others contain.
+    Every selected file of every split is checked cheaply at setup (header, PNG CRCs, JPEG end
+    marker; no full decode: about 3 s for ZhangLab's 5,840 files on 2 cores). ``on_bad_image="raise"``
+    then stops with one error naming every bad file; ``"skip"`` drops them with a warning naming
+    them. Files are checked after the split is drawn, so a bad file shrinks its split rather than
+    changing which files the others contain.
     """
 
     def __init__(
@@ -144,22 +135,7 @@ class ChestXRayDataModule(SplitDataModule):
 
     def _finalize(self, samples: pd.DataFrame, source: Path) -> pd.DataFrame:
         """Apply the bad-image policy, check the validation labels and log the split sizes."""
-        samples = samples.reset_index(drop=True)
-        if self.on_bad_image == "skip":
-            bad = find_unreadable(samples.image_path)
-            if bad:
-                rank_zero_warn(
-                    f"{self.name}: skipping {len(bad)} unreadable image(s):{_named(list(bad.values()))}"
-                )
-                samples = samples[~samples.image_path.isin(bad)].reset_index(drop=True)
-        else:
-            missing = [path for path in samples.image_path if not Path(path).is_file()]
-            if missing:
-                msg = (
-                    f"{self.name}: {len(missing)} listed image(s) do not exist (pass on_bad_image='skip' "
-                    f"to drop them):{_named(missing)}"
-                )
-                raise ImageReadError(msg)
+        samples = apply_bad_image_policy(samples.reset_index(drop=True), self.on_bad_image, self.name)
         val_labels = set(samples.label_index[samples.split == "val"])
         if val_labels != {0, 1}:
             msg = (

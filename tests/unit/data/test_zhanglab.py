@@ -15,7 +15,7 @@ import pytest
 from fixtures import make_zhanglab, truncate, write_text_as_image, zhanglab_zip
 
 from anomalib_simsid.data.download import DownloadError
-from anomalib_simsid.data.image_io import ImageReadError, read_image
+from anomalib_simsid.data.image_io import ImageReadError
 from anomalib_simsid.data.zhanglab import ZhangLab, contaminate, draw_order
 
 VAL = 6
@@ -133,18 +133,22 @@ def test_missing_and_empty_class_folder(tmp_path: Path) -> None:
         ZhangLab(str(root), val_size=VAL).build_samples()
 
 
-def test_bad_images_raise_or_skip(tmp_path: Path) -> None:
+def test_bad_images_in_every_split_are_named_at_setup(tmp_path: Path) -> None:
+    """Truncated, empty and fake images fail setup together, before any training batch is read."""
     root = make_zhanglab(tmp_path, counts={"train": (10, 10), "test": (3, 3)})
-    test_dir = root / "chest_xray" / "test"
-    truncate(next((test_dir / "NORMAL").iterdir()), keep=0.3)
-    write_text_as_image(test_dir / "PNEUMONIA" / "not_an_image.jpeg")
-    samples = ZhangLab(str(root), val_size=VAL).build_samples()  # "raise" does not decode at setup
-    broken = [p for p in samples.image_path if "not_an_image" in p]
-    with pytest.raises(ImageReadError, match="not_an_image"):
-        read_image(broken[0])
-    with pytest.warns(UserWarning, match=r"(?s)skipping 2 unreadable.*IM-.*not_an_image"):
+    base = root / "chest_xray"
+    cut = truncate(next((base / "test" / "NORMAL").iterdir()), keep=0.3)
+    empty = base / "train" / "NORMAL" / "IM-9999-0001.jpeg"
+    empty.write_bytes(b"")
+    write_text_as_image(base / "test" / "PNEUMONIA" / "not_an_image.jpeg")
+    with pytest.raises(ImageReadError, match=r"3 unreadable") as raised:
+        ZhangLab(str(root), val_size=VAL).build_samples()
+    for name in (cut.name, empty.name, "not_an_image.jpeg"):
+        assert name in str(raised.value)
+    with pytest.warns(UserWarning, match=r"(?s)skipping 3 unreadable.*IM-.*not_an_image"):
         skipped = ZhangLab(str(root), val_size=VAL, on_bad_image="skip").build_samples()
     assert len(_split(skipped, "test")) == 6 + 1 - 2
+    assert empty.name not in {Path(p).name for p in skipped.image_path}
 
 
 def test_invalid_options(official: Path) -> None:
