@@ -4,10 +4,20 @@ Also home of the protocol pieces the three chest X-ray datamodules share (seeded
 depend on listing order, training-set contamination, the bad-image policy), so that ZhangLab,
 CheXpert and COVIDx cannot drift apart in how they split.
 
-Protocol (spec §6.1): the training pool is official ``train`` plus official ``val`` (absent in some
-copies); ``val_size`` images drawn from that pool, both labels, form the validation set; the
-remaining normals are the training set; the test set is the official ``test`` (234 normal + 390
-pneumonia). The authors' own 200-image validation list is not public, so the draw is seeded.
+Protocol (SQUID/SimSID): the test set is the official ``test`` (234 normal + 390 pneumonia) and
+the training set is normal images only. Validation depends on ``val_source``:
+
+* ``"draw"``: the paper's protocol. The training pool is official ``train`` plus official ``val`` (if
+  present); ``val_size`` images drawn from it by a seeded draw, both labels, form the validation
+  set; the remaining normals train. The authors' own 200-image list is not public.
+* ``"folder"``: the ``val`` folder, as it is on disk, is the validation set; ``train`` is not drawn
+  from. The official ``val`` holds only 8 + 8 images, a noisy basis for checkpoint selection.
+* ``"auto"`` (default): ``"folder"`` when ``val/NORMAL`` and ``val/PNEUMONIA`` both hold images,
+  otherwise ``"draw"``. A copy without ``val/`` (common on mirrors) therefore gets the paper's draw;
+  a user's own ``val/`` is honoured.
+
+``train/PNEUMONIA`` is needed only when validation is drawn (the draw needs abnormal images) or
+when ``positive_ratio`` < 1; normal-only training from a ``val/`` folder works without it.
 """
 
 from __future__ import annotations
@@ -157,8 +167,10 @@ class ChestXRayDataModule(SplitDataModule):
 
 # ------------------------------------------------------------------------------------------ ZhangLab
 
+VAL_SOURCES = ("auto", "draw", "folder")
 ZHANGLAB_LAYOUT = (
-    "<root>/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val optional); root may also be the "
+    "<root>/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val and train/PNEUMONIA optional); "
+    "root may also be the "
     "chest_xray folder itself, or hold CellData/chest_xray or ZhangLabData/CellData/chest_xray"
 )
 # Folder names per label: the official ones, and SQUID's resized copy.
@@ -232,7 +244,10 @@ class ZhangLab(ChestXRayDataModule):
         test_augmentations: Test augmentations.
         augmentations: Augmentations for every split without its own.
         seed: anomalib's seed (unused by this protocol's splits; see ``split_seed``).
-        val_size: Images drawn from the training pool (both labels, label-agnostic) for validation.
+        val_source: Where validation comes from: ``"auto"`` (the ``val`` folder when it holds both
+            labels, otherwise a draw), ``"draw"`` (the paper's draw from train + val) or ``"folder"``.
+        val_size: Images drawn from the training pool (both labels, label-agnostic) for validation;
+            unused when validation is the ``val`` folder.
         split_seed: Seed of the validation draw and of the contamination draw.
         positive_ratio: Fraction of normal images in the training set; below 1, seeded abnormal
             images from the pool replace normals (the original took them in listing order).
@@ -255,6 +270,7 @@ class ZhangLab(ChestXRayDataModule):
         test_augmentations: Transform | None = None,
         augmentations: Transform | None = None,
         seed: int = 0,
+        val_source: str = "auto",
         val_size: int = 200,
         split_seed: int = 0,
         positive_ratio: float = 1.0,
@@ -278,9 +294,13 @@ class ZhangLab(ChestXRayDataModule):
             positive_ratio=positive_ratio,
             on_bad_image=on_bad_image,
         )
+        if val_source not in VAL_SOURCES:
+            msg = f"val_source must be one of {VAL_SOURCES}, got {val_source!r}"
+            raise ValueError(msg)
         if val_size < 2:
             msg = f"val_size must be at least 2 (validation needs both labels), got {val_size}"
             raise ValueError(msg)
+        self.val_source = val_source
         self.val_size = val_size
         self.download = download
         self.download_url = download_url
@@ -314,32 +334,69 @@ class ZhangLab(ChestXRayDataModule):
         return found
 
     def build_samples(self) -> pd.DataFrame:
-        """Official test; validation drawn from train+val; remaining normals (± contamination) train."""
+        """Official test; validation from ``val/`` or drawn (``val_source``); normals train."""
         source = self.layout_root()
-        pool: list[tuple[str, Path, int]] = []
-        for split, required in (("train", True), ("val", False)):
-            for label in (0, 1):
-                for path in _class_images(source / split, label, required):
-                    pool.append((f"{_ZHANGLAB_KEYS[label]}/{path.name}", path, label))
+        train = {0: _class_images(source / "train", 0, required=True)}
+        train[1] = _class_images(source / "train", 1, required=False)
+        official_val = {label: _class_images(source / "val", label, required=False) for label in (0, 1)}
         test = {label: _class_images(source / "test", label, required=True) for label in (0, 1)}
-
-        if self.val_size >= len(pool):
-            msg = f"ZhangLab: val_size={self.val_size} leaves no training images (pool of {len(pool)})"
-            raise ValueError(msg)
-        keys = [key for key, _, _ in pool]
-        val_index = set(draw_order(keys, self.split_seed, "zhanglab-val")[: self.val_size])
-        rest = [item for i, item in enumerate(pool) if i not in val_index]
-        normals = [item for item in rest if item[2] == 0]
-        abnormals = [item for item in rest if item[2] == 1]
+        has_val = all(official_val.values())
+        if self.val_source == "folder" and not has_val:
+            msg = (
+                f"ZhangLab: val_source='folder' needs images in both {source / 'val' / 'NORMAL'} and "
+                f"{source / 'val' / 'PNEUMONIA'}; expected {ZHANGLAB_LAYOUT}"
+            )
+            raise FileNotFoundError(msg)
+        if self.val_source == "folder" or (self.val_source == "auto" and has_val):
+            rank_zero_info(
+                f"ZhangLab: validation is the folder {source / 'val'} ({len(official_val[0])} normal + "
+                f"{len(official_val[1])} pneumonia); val_size is unused (val_source='draw' draws it instead)"
+            )
+            normals = [(f"NORMAL/{p.name}", p) for p in train[0]]
+            abnormals = [(f"PNEUMONIA/{p.name}", p) for p in train[1]]
+            val = [(p, label) for label in (0, 1) for p in official_val[label]]
+        else:
+            normals, abnormals, val = self._draw_validation(source, train, official_val)
+        if self.positive_ratio < 1.0 and not abnormals:
+            msg = (
+                f"ZhangLab: positive_ratio={self.positive_ratio} needs pneumonia training images, but "
+                f"{source / 'train'} has no PNEUMONIA images left; expected {ZHANGLAB_LAYOUT}"
+            )
+            raise FileNotFoundError(msg)
         keep, extra = contaminate(
-            [k for k, _, _ in normals], [k for k, _, _ in abnormals], self.positive_ratio, self.split_seed
+            [k for k, _ in normals], [k for k, _ in abnormals], self.positive_ratio, self.split_seed
         )
         rows = sample_rows([normals[i][1] for i in keep], 0, "train")
         rows += sample_rows([abnormals[i][1] for i in extra], 1, "train")
-        for i in sorted(val_index):
-            rows += sample_rows([pool[i][1]], pool[i][2], "val")
+        rows += [row for path, label in val for row in sample_rows([path], label, "val")]
         rows += sample_rows(test[0], 0, "test") + sample_rows(test[1], 1, "test")
         return self._finalize(pd.DataFrame(rows), source)
+
+    def _draw_validation(
+        self, source: Path, train: dict[int, list[Path]], official_val: dict[int, list[Path]]
+    ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]], list[tuple[Path, int]]]:
+        """Draw ``val_size`` images of train + val (paper protocol); return the rest by label and the draw."""
+        pool = [
+            (f"{_ZHANGLAB_KEYS[label]}/{path.name}", path, label)
+            for images in (train, official_val)
+            for label in (0, 1)
+            for path in images[label]
+        ]
+        if not any(label for _, _, label in pool):
+            msg = (
+                f"ZhangLab: drawing the validation set needs pneumonia images, but {source / 'train'} "
+                f"(and {source / 'val'}) hold no PNEUMONIA images; add them, or provide val/NORMAL and "
+                f"val/PNEUMONIA (val_source='folder'). Expected {ZHANGLAB_LAYOUT}"
+            )
+            raise FileNotFoundError(msg)
+        if self.val_size >= len(pool):
+            msg = f"ZhangLab: val_size={self.val_size} leaves no training images (pool of {len(pool)})"
+            raise ValueError(msg)
+        drawn = set(draw_order([key for key, _, _ in pool], self.split_seed, "zhanglab-val")[: self.val_size])
+        rest = [item for i, item in enumerate(pool) if i not in drawn]
+        normals = [(key, path) for key, path, label in rest if label == 0]
+        abnormals = [(key, path) for key, path, label in rest if label == 1]
+        return normals, abnormals, [(pool[i][1], pool[i][2]) for i in sorted(drawn)]
 
 
 def find_zhanglab_root_in_archive(extracted: Path) -> Path | None:
