@@ -54,6 +54,19 @@ def apply_bad_image_policy(samples: pd.DataFrame, policy: str, name: str) -> pd.
     raise ImageReadError(msg)
 
 
+def interleave_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """Spread the labels evenly through ``rows``, keeping each label's own order.
+
+    Evaluation sets are listed class by class, so ``--trainer.limit_val_batches`` (or a truncated
+    test) would see normals only and report an AUROC of 0. Ranking each row by its position within
+    its label, as a fraction of that label's count, starts with one row of each label and keeps
+    every longer prefix near the overall proportion; the order is deterministic and needs no seed.
+    """
+    labels = rows.groupby("label_index").label_index
+    rank = labels.cumcount() / labels.transform("size")
+    return rows.assign(_rank=rank).sort_values(["_rank", "label_index"], kind="stable").drop(columns="_rank")
+
+
 class SampleDataset(AnomalibDataset):
     """An anomalib image dataset over a ``samples`` table, read with :func:`read_image` (16-bit safe)."""
 
@@ -63,6 +76,17 @@ class SampleDataset(AnomalibDataset):
         samples["mask_path"] = ""
         samples.attrs["task"] = "classification"
         self.samples = samples
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """The samples table, in the protocol's order."""
+        return super().samples
+
+    @samples.setter
+    def samples(self, samples: pd.DataFrame) -> None:
+        # anomalib's setter validates, then sorts by path, which groups the classes again; keep ours.
+        AnomalibDataset.samples.fset(self, samples)
+        self._samples = samples.reset_index(drop=True)
 
     def __getitem__(self, index: int) -> ImageItem:
         """Read one image; augmentations (and the model's resize) apply per sample."""
@@ -121,8 +145,8 @@ class SplitDataModule(AnomalibDataModule):
         if subsets["train"].label_index.any():
             rank_zero_info(f"{self.name}: the training split contains abnormal images (contamination)")
         self.train_data = SampleDataset(subsets["train"])
-        self.val_data = SampleDataset(subsets["val"])
-        self.test_data = SampleDataset(subsets["test"])
+        self.val_data = SampleDataset(interleave_labels(subsets["val"]))
+        self.test_data = SampleDataset(interleave_labels(subsets["test"]))
         counts = samples.groupby(["split", "label_index"]).size().unstack(fill_value=0)
         rank_zero_info(f"{self.name} splits (rows: split, columns: 0 normal / 1 abnormal):\n{counts}")
 
