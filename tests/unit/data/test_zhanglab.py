@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 from fixtures import make_zhanglab, truncate, write_text_as_image, zhanglab_zip
 
+from anomalib_simsid.data.chest import contaminate, draw_order
 from anomalib_simsid.data.download import DownloadError
 from anomalib_simsid.data.image_io import ImageReadError
-from anomalib_simsid.data.zhanglab import ZhangLab, contaminate, draw_order
+from anomalib_simsid.data.zhanglab import ZhangLab
 
 VAL = 6
 
