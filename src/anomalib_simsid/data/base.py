@@ -9,6 +9,7 @@ images between splits behind the protocol's back.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -16,13 +17,54 @@ import torch
 from anomalib.data import AnomalibDataModule, ImageItem
 from anomalib.data.datasets.base import AnomalibDataset
 from anomalib.data.utils import TestSplitMode, ValSplitMode
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchvision.transforms.v2 import Transform
 
 from .augmentation import simsid_train_augmentation
-from .image_io import read_image
+from .image_io import ImageReadError, find_unreadable, read_image
 
 SPLITS = ("train", "val", "test")
+ON_BAD_IMAGE = ("raise", "skip")
+_MAX_NAMED = 20
+
+
+def named(items: Sequence[str]) -> str:
+    """One item per line for an error message, cut after a screenful."""
+    shown = "\n  ".join(items[:_MAX_NAMED])
+    more = f"\n  ... and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else ""
+    return f"\n  {shown}{more}"
+
+
+def apply_bad_image_policy(samples: pd.DataFrame, policy: str, name: str) -> pd.DataFrame:
+    """Check every listed image cheaply (see :func:`check_image`) and raise on, or drop, the bad ones.
+
+    Done at setup so that a truncated or mislabelled file stops the run before training, naming
+    every bad file at once, instead of crashing a batch (or the test after a whole fit).
+    """
+    bad = find_unreadable(samples.image_path)
+    if not bad:
+        return samples
+    if policy == "skip":
+        rank_zero_warn(f"{name}: skipping {len(bad)} unreadable image(s):{named(list(bad.values()))}")
+        return samples[~samples.image_path.isin(bad)].reset_index(drop=True)
+    msg = (
+        f"{name}: {len(bad)} unreadable image(s) (fix or remove them, or pass on_bad_image='skip' to "
+        f"drop them):{named(list(bad.values()))}"
+    )
+    raise ImageReadError(msg)
+
+
+def interleave_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    """Spread the labels evenly through ``rows``, keeping each label's own order.
+
+    Evaluation sets are listed class by class, so ``--trainer.limit_val_batches`` (or a truncated
+    test) would see normals only and report an AUROC of 0. Ranking each row by its position within
+    its label, as a fraction of that label's count, starts with one row of each label and keeps
+    every longer prefix near the overall proportion; the order is deterministic and needs no seed.
+    """
+    labels = rows.groupby("label_index").label_index
+    rank = labels.cumcount() / labels.transform("size")
+    return rows.assign(_rank=rank).sort_values(["_rank", "label_index"], kind="stable").drop(columns="_rank")
 
 
 class SampleDataset(AnomalibDataset):
@@ -34,6 +76,17 @@ class SampleDataset(AnomalibDataset):
         samples["mask_path"] = ""
         samples.attrs["task"] = "classification"
         self.samples = samples
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """The samples table, in the protocol's order."""
+        return super().samples
+
+    @samples.setter
+    def samples(self, samples: pd.DataFrame) -> None:
+        # anomalib's setter validates, then sorts by path, which groups the classes again; keep ours.
+        AnomalibDataset.samples.fset(self, samples)
+        self._samples = samples.reset_index(drop=True)
 
     def __getitem__(self, index: int) -> ImageItem:
         """Read one image; augmentations (and the model's resize) apply per sample."""
@@ -92,8 +145,8 @@ class SplitDataModule(AnomalibDataModule):
         if subsets["train"].label_index.any():
             rank_zero_info(f"{self.name}: the training split contains abnormal images (contamination)")
         self.train_data = SampleDataset(subsets["train"])
-        self.val_data = SampleDataset(subsets["val"])
-        self.test_data = SampleDataset(subsets["test"])
+        self.val_data = SampleDataset(interleave_labels(subsets["val"]))
+        self.test_data = SampleDataset(interleave_labels(subsets["test"]))
         counts = samples.groupby(["split", "label_index"]).size().unstack(fill_value=0)
         rank_zero_info(f"{self.name} splits (rows: split, columns: 0 normal / 1 abnormal):\n{counts}")
 

@@ -1,6 +1,6 @@
 """Stanford CheXpert with the SQUID/SimSID protocol: frontal PA views, normal versus any finding.
 
-Two layouts are read (spec §6.3):
+Two layouts are read (see "Datasets and protocols" in ``docs/method.md``):
 
 * the release as distributed (``CheXpert-v1.0`` or ``CheXpert-v1.0-small``): ``train.csv`` and
   ``valid.csv``. Test = ``test_size_per_class`` normal + as many abnormal PA images held out from
@@ -24,7 +24,7 @@ Uncertain (-1) labels follow ``uncertain``:
 Per-disease test (``test_disease``): the test set is drawn exactly as for ``"all"``, then abnormal test
 images without the named disease are removed (``per_disease_mode="remove"``, default), so the test
 compares normals against that disease only. The original code instead relabelled them as normal
-(``"relabel"``, spec §10.2 item 12), which scores other diseases as false positives. Under
+(``"relabel"``), which scores other diseases as false positives. Under
 ``uncertain="exclude"``, abnormal images uncertain for the disease are dropped in both modes.
 """
 
@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from torchvision.transforms.v2 import Transform
 
+from .chest import ChestXRayDataModule, contaminate, draw_order, list_images, sample_rows
 from .image_io import IMAGE_SUFFIXES
-from .zhanglab import ChestXRayDataModule, contaminate, draw_order, list_images, sample_rows
 
 OBSERVATIONS = (
     "No Finding",

@@ -5,7 +5,7 @@ Reads a release as distributed: ``<root>/{train,test}/<files>`` plus list files 
 ``negative`` are 0; ``pneumonia``, ``COVID-19`` and ``positive`` are 1.
 
 Protocol: validation = ``val_size`` images drawn from the train list, stratified by label (the
-authors' ``val_squid.txt`` is not public, spec §6.4); training = the remaining normals, minus any
+authors' ``val_squid.txt`` is not public); training = the remaining normals, minus any
 image of a patient already in validation; test = the official test list (COVIDx9A: 100 normal +
 300 abnormal). SimSID's shipped config used ``positive_ratio=0.7``; the default here is 1.0.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from torchvision.transforms.v2 import Transform
 
-from .zhanglab import ChestXRayDataModule, contaminate, draw_order, sample_rows
+from .chest import ChestXRayDataModule, contaminate, draw_order, sample_rows
 
 LABELS = {"normal": 0, "negative": 0, "pneumonia": 1, "covid-19": 1, "positive": 1}
 COVIDX_LAYOUT = (

@@ -34,7 +34,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import Transform
 
-from .base import SPLITS, SplitDataModule
+from .base import SPLITS, SplitDataModule, apply_bad_image_policy
 
 GENERATOR_NAME = "anomalib_simsid.DigitAnatomy"
 GENERATOR_VERSION = 2
@@ -468,5 +468,9 @@ class DigitAnatomy(SplitDataModule):
         self._ensure()
 
     def build_samples(self) -> pd.DataFrame:
-        """Return the samples table; generate the dataset first if it is missing or stale."""
-        return self._ensure()
+        """Return the samples table; generate the dataset first if it is missing or stale.
+
+        A damaged file in a complete-looking dataset stops setup naming it (delete ``root`` to
+        regenerate), like the chest datamodules' ``on_bad_image="raise"``.
+        """
+        return apply_bad_image_policy(self._ensure(), "raise", self.name)

@@ -3,6 +3,11 @@
 Nothing half-written may look like a dataset: the archive is downloaded and extracted inside a
 temporary folder next to the destination, checked (size and sha256), and the dataset folder only
 appears through one ``os.replace`` at the very end. Any failure leaves the destination untouched.
+
+anomalib's ``download_and_extract`` is not used: it accepts only http(s) URLs (no ``file://``
+mirror), reuses an archive already present without checking it, has no size check or timeout, and
+extracts in place. Its progress bar is used; the sha256 is computed while streaming, so the 1.2 GB
+archive is read once (anomalib's ``check_hash`` would read it again).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from anomalib.data.utils.download import DownloadProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
 # Kermany, Zhang, Goldbaum (2018), "Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images
@@ -47,11 +53,18 @@ def fetch(url: str, destination: Path, sha256: str, size: int = 0, timeout: floa
     written = 0
     request = urllib.request.Request(url, headers={"User-Agent": "anomalib-simsid"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, destination.open("wb") as out:
+        with (
+            urllib.request.urlopen(request, timeout=timeout) as response,
+            destination.open("wb") as out,
+            DownloadProgressBar(
+                unit="B", unit_scale=True, total=int(response.headers.get("Content-Length") or 0) or None
+            ) as progress,
+        ):
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
                 written += len(chunk)
+                progress.update(len(chunk))
     except OSError as err:
         destination.unlink(missing_ok=True)
         msg = f"downloading {url} failed: {err}"

@@ -2,14 +2,14 @@
 
 anomalib's own ``read_image`` does ``PIL.Image.open(path).convert("RGB")``, which clips 16-bit
 PNGs to white and cannot read DICOM. This reader keeps the full dynamic range (scaling by the
-bit depth), applies the DICOM display pipeline (rescale, VOI window, MONOCHROME1 inversion),
+bit depth), applies the DICOM display pipeline (rescale, VOI LUT or window, MONOCHROME1 inversion),
 composites alpha on black, and names the file on any failure.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -207,29 +207,19 @@ def _read_dicom(path: Path) -> np.ndarray:
     return rgb.transpose(2, 0, 1).astype(np.float32)
 
 
-def _first(value: object) -> float:
-    """WindowCenter/WindowWidth may be multi-valued; the first pair is the default view."""
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        value = value[0]
-    return float(value)  # type: ignore[arg-type]
-
-
 def _voi_window(values: np.ndarray, ds: object) -> np.ndarray:
-    """Apply the DICOM VOI window (PS3.3 C.11.2.1.2) if present, otherwise stretch min..max."""
-    center = getattr(ds, "WindowCenter", None)
-    width = getattr(ds, "WindowWidth", None)
-    if center is None or width is None:
-        return _min_max(values)
-    center, width = _first(center), _first(width)
-    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    if width <= 0:
-        return _min_max(values)
-    if function == "SIGMOID":
-        out = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    elif function == "LINEAR_EXACT":
-        out = (values - center) / width + 0.5
-    elif width <= 1.0:
-        out = (values > center - 0.5).astype(np.float64)
-    else:
-        out = (values - (center - 0.5)) / (width - 1.0) + 0.5
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    """Apply the DICOM VOI LUT or window (pydicom), scaled to [0, 1] by its output range.
+
+    pydicom maps to the output range of the LUT (its bit depth) or of the window (which depends on
+    the stored bits and the rescale), so that range is read back rather than recomputed here: a
+    window sends -inf and +inf to its two ends. Without a VOI LUT or window, stretch min..max.
+    """
+    from pydicom.pixels import apply_voi_lut
+
+    if ds.get("VOILUTSequence"):
+        high = 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1.0
+        return apply_voi_lut(np.rint(values).astype(np.int64), ds) / high
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        low, high = apply_voi_lut(np.array([-np.inf, np.inf]), ds)
+        return (apply_voi_lut(values, ds) - low) / (high - low)
+    return _min_max(values)

@@ -15,8 +15,8 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torchvision.transforms.v2 import Transform
 
+from .chest import ChestXRayDataModule, list_images, sample_rows
 from .image_io import IMAGE_SUFFIXES
-from .zhanglab import ChestXRayDataModule, list_images, sample_rows
 
 
 class XRayFolder(ChestXRayDataModule):

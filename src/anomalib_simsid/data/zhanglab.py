@@ -1,188 +1,37 @@
 """ZhangLab (Kermany) pediatric pneumonia chest X-rays with the SQUID/SimSID protocol.
 
-Also home of the protocol pieces the three chest X-ray datamodules share (seeded draws that do not
-depend on listing order, training-set contamination, the bad-image policy), so that ZhangLab,
-CheXpert and COVIDx cannot drift apart in how they split.
+Protocol (SQUID/SimSID): the test set is the official ``test`` (234 normal + 390 pneumonia) and
+the training set is normal images only. Validation depends on ``val_source``:
 
-Protocol (spec §6.1): the training pool is official ``train`` plus official ``val`` (absent in some
-copies); ``val_size`` images drawn from that pool, both labels, form the validation set; the
-remaining normals are the training set; the test set is the official ``test`` (234 normal + 390
-pneumonia). The authors' own 200-image validation list is not public, so the draw is seeded.
+* ``"draw"``: the paper's protocol. The training pool is official ``train`` plus official ``val`` (if
+  present); ``val_size`` images drawn from it by a seeded draw, both labels, form the validation
+  set; the remaining normals train. The authors' own 200-image list is not public.
+* ``"folder"``: the ``val`` folder, as it is on disk, is the validation set; ``train`` is not drawn
+  from. The official ``val`` holds only 8 + 8 images, a noisy basis for checkpoint selection.
+* ``"auto"`` (default): ``"folder"`` when ``val/NORMAL`` and ``val/PNEUMONIA`` both hold images,
+  otherwise ``"draw"``. A copy without ``val/`` (common on mirrors) therefore gets the paper's draw;
+  a user's own ``val/`` is honoured.
+
+``train/PNEUMONIA`` is needed only when validation is drawn (the draw needs abnormal images) or
+when ``positive_ratio`` < 1; normal-only training from a ``val/`` folder works without it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torchvision.transforms.v2 import Transform
 
-from .base import SPLITS, SplitDataModule
+from .chest import ChestXRayDataModule, contaminate, draw_order, list_images, sample_rows
 from .download import ZHANGLAB_ARCHIVE, ZHANGLAB_SHA256, ZHANGLAB_SIZE, ZHANGLAB_URL, download_dataset
-from .image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable
+from .image_io import IMAGE_SUFFIXES
 
-ON_BAD_IMAGE = ("raise", "skip")
-_MAX_NAMED = 20
-
-# --------------------------------------------------------------------------- shared protocol pieces
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted; hidden files (``._x.jpeg``, ``.DS_Store``) skipped."""
-    return sorted(
-        entry
-        for entry in folder.iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def draw_order(keys: Sequence[str], seed: int, salt: str) -> list[int]:
-    """Order the indices of ``keys`` pseudo-randomly by a seed.
-
-    Ranking by ``sha256(salt, seed, key)`` depends only on the keys themselves: not on listing order,
-    the operating system or the numpy version, and adding a file does not reshuffle the others.
-    """
-
-    def rank(index: int) -> tuple[bytes, str]:
-        return hashlib.sha256(f"{salt}\0{seed}\0{keys[index]}".encode()).digest(), keys[index]
-
-    return sorted(range(len(keys)), key=rank)
-
-
-def contaminate(
-    normal_keys: Sequence[str], abnormal_keys: Sequence[str], positive_ratio: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Pick the training set for ``positive_ratio`` (fraction of normals), keeping its size.
-
-    With T normals available, keeps ⌊T·r⌋ normals and adds T − ⌊T·r⌋ abnormal images, both by a
-    seeded draw. The original code took the *first* files in directory-listing order instead, which
-    is not reproducible across filesystems. Returns indices into the two key lists.
-    """
-    total = len(normal_keys)
-    if positive_ratio >= 1.0:
-        return list(range(total)), []
-    keep = math.floor(round(total * positive_ratio, 9))
-    extra = total - keep
-    if extra > len(abnormal_keys):
-        msg = (
-            f"positive_ratio={positive_ratio} needs {extra} abnormal training images, "
-            f"but only {len(abnormal_keys)} are left in the abnormal pool"
-        )
-        raise ValueError(msg)
-    normals = sorted(draw_order(normal_keys, seed, "contamination-normal")[:keep])
-    abnormals = sorted(draw_order(abnormal_keys, seed, "contamination-abnormal")[:extra])
-    return normals, abnormals
-
-
-def sample_rows(paths: Sequence[Path | str], label: int, split: str) -> list[dict]:
-    """Rows of the samples table."""
-    return [{"image_path": str(path), "label_index": int(label), "split": split} for path in paths]
-
-
-def _named(items: Sequence[str]) -> str:
-    shown = "\n  ".join(items[:_MAX_NAMED])
-    more = f"\n  ... and {len(items) - _MAX_NAMED} more" if len(items) > _MAX_NAMED else ""
-    return f"\n  {shown}{more}"
-
-
-class ChestXRayDataModule(SplitDataModule):
-    """Shared arguments and checks of the chest X-ray datamodules (not used directly).
-
-    ``on_bad_image="raise"`` checks at setup that every listed file exists (a ``stat``, no decoding)
-    and lets :func:`read_image` name any file that fails to decode later. ``"skip"`` opens every
-    selected file cheaply at setup (header, PNG CRCs, JPEG end marker) and drops unreadable ones
-    with a warning naming them. Files are checked after the split is drawn, so a bad file shrinks
-    its split rather than changing which files the others contain.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        train_batch_size: int = 16,
-        eval_batch_size: int = 16,
-        num_workers: int = 0,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        seed: int = 0,
-        split_seed: int = 0,
-        positive_ratio: float = 1.0,
-        on_bad_image: str = "raise",
-    ) -> None:
-        super().__init__(
-            root=root,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            seed=seed,
-        )
-        if not 0.0 < positive_ratio <= 1.0:
-            msg = (
-                f"positive_ratio must be in (0, 1] (fraction of normal training images), got {positive_ratio}"
-            )
-            raise ValueError(msg)
-        if on_bad_image not in ON_BAD_IMAGE:
-            msg = f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}"
-            raise ValueError(msg)
-        self.split_seed = split_seed
-        self.positive_ratio = positive_ratio
-        self.on_bad_image = on_bad_image
-
-    def _require_root(self, layout: str) -> None:
-        if not self.root.exists():
-            msg = f"{self.name}: dataset root {self.root} does not exist; expected {layout}"
-            raise FileNotFoundError(msg)
-
-    def _finalize(self, samples: pd.DataFrame, source: Path) -> pd.DataFrame:
-        """Apply the bad-image policy, check the validation labels and log the split sizes."""
-        samples = samples.reset_index(drop=True)
-        if self.on_bad_image == "skip":
-            bad = find_unreadable(samples.image_path)
-            if bad:
-                rank_zero_warn(
-                    f"{self.name}: skipping {len(bad)} unreadable image(s):{_named(list(bad.values()))}"
-                )
-                samples = samples[~samples.image_path.isin(bad)].reset_index(drop=True)
-        else:
-            missing = [path for path in samples.image_path if not Path(path).is_file()]
-            if missing:
-                msg = (
-                    f"{self.name}: {len(missing)} listed image(s) do not exist (pass on_bad_image='skip' "
-                    f"to drop them):{_named(missing)}"
-                )
-                raise ImageReadError(msg)
-        val_labels = set(samples.label_index[samples.split == "val"])
-        if val_labels != {0, 1}:
-            msg = (
-                f"{self.name}: the validation split must hold normal and abnormal images (anomalib fits "
-                f"thresholds on it), found labels {sorted(val_labels)}"
-            )
-            raise ValueError(msg)
-        labels = samples.groupby(["split", "label_index"]).size()
-        sizes = ", ".join(
-            f"{split} {labels.get((split, 0), 0)} normal + {labels.get((split, 1), 0)} abnormal"
-            for split in SPLITS
-        )
-        rank_zero_info(
-            f"{self.name} from {source}: {sizes} "
-            f"(split_seed={self.split_seed}, positive_ratio={self.positive_ratio})"
-        )
-        return samples
-
-
-# ------------------------------------------------------------------------------------------ ZhangLab
-
+VAL_SOURCES = ("auto", "draw", "folder")
 ZHANGLAB_LAYOUT = (
-    "<root>/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val optional); root may also be the "
+    "<root>/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg (val and train/PNEUMONIA optional); "
+    "root may also be the "
     "chest_xray folder itself, or hold CellData/chest_xray or ZhangLabData/CellData/chest_xray"
 )
 # Folder names per label: the official ones, and SQUID's resized copy.
@@ -256,7 +105,10 @@ class ZhangLab(ChestXRayDataModule):
         test_augmentations: Test augmentations.
         augmentations: Augmentations for every split without its own.
         seed: anomalib's seed (unused by this protocol's splits; see ``split_seed``).
-        val_size: Images drawn from the training pool (both labels, label-agnostic) for validation.
+        val_source: Where validation comes from: ``"auto"`` (the ``val`` folder when it holds both
+            labels, otherwise a draw), ``"draw"`` (the paper's draw from train + val) or ``"folder"``.
+        val_size: Images drawn from the training pool (both labels, label-agnostic) for validation;
+            unused when validation is the ``val`` folder.
         split_seed: Seed of the validation draw and of the contamination draw.
         positive_ratio: Fraction of normal images in the training set; below 1, seeded abnormal
             images from the pool replace normals (the original took them in listing order).
@@ -279,6 +131,7 @@ class ZhangLab(ChestXRayDataModule):
         test_augmentations: Transform | None = None,
         augmentations: Transform | None = None,
         seed: int = 0,
+        val_source: str = "auto",
         val_size: int = 200,
         split_seed: int = 0,
         positive_ratio: float = 1.0,
@@ -302,9 +155,13 @@ class ZhangLab(ChestXRayDataModule):
             positive_ratio=positive_ratio,
             on_bad_image=on_bad_image,
         )
+        if val_source not in VAL_SOURCES:
+            msg = f"val_source must be one of {VAL_SOURCES}, got {val_source!r}"
+            raise ValueError(msg)
         if val_size < 2:
             msg = f"val_size must be at least 2 (validation needs both labels), got {val_size}"
             raise ValueError(msg)
+        self.val_source = val_source
         self.val_size = val_size
         self.download = download
         self.download_url = download_url
@@ -338,32 +195,69 @@ class ZhangLab(ChestXRayDataModule):
         return found
 
     def build_samples(self) -> pd.DataFrame:
-        """Official test; validation drawn from train+val; remaining normals (± contamination) train."""
+        """Official test; validation from ``val/`` or drawn (``val_source``); normals train."""
         source = self.layout_root()
-        pool: list[tuple[str, Path, int]] = []
-        for split, required in (("train", True), ("val", False)):
-            for label in (0, 1):
-                for path in _class_images(source / split, label, required):
-                    pool.append((f"{_ZHANGLAB_KEYS[label]}/{path.name}", path, label))
+        train = {0: _class_images(source / "train", 0, required=True)}
+        train[1] = _class_images(source / "train", 1, required=False)
+        official_val = {label: _class_images(source / "val", label, required=False) for label in (0, 1)}
         test = {label: _class_images(source / "test", label, required=True) for label in (0, 1)}
-
-        if self.val_size >= len(pool):
-            msg = f"ZhangLab: val_size={self.val_size} leaves no training images (pool of {len(pool)})"
-            raise ValueError(msg)
-        keys = [key for key, _, _ in pool]
-        val_index = set(draw_order(keys, self.split_seed, "zhanglab-val")[: self.val_size])
-        rest = [item for i, item in enumerate(pool) if i not in val_index]
-        normals = [item for item in rest if item[2] == 0]
-        abnormals = [item for item in rest if item[2] == 1]
+        has_val = all(official_val.values())
+        if self.val_source == "folder" and not has_val:
+            msg = (
+                f"ZhangLab: val_source='folder' needs images in both {source / 'val' / 'NORMAL'} and "
+                f"{source / 'val' / 'PNEUMONIA'}; expected {ZHANGLAB_LAYOUT}"
+            )
+            raise FileNotFoundError(msg)
+        if self.val_source == "folder" or (self.val_source == "auto" and has_val):
+            rank_zero_info(
+                f"ZhangLab: validation is the folder {source / 'val'} ({len(official_val[0])} normal + "
+                f"{len(official_val[1])} pneumonia); val_size is unused (val_source='draw' draws it instead)"
+            )
+            normals = [(f"NORMAL/{p.name}", p) for p in train[0]]
+            abnormals = [(f"PNEUMONIA/{p.name}", p) for p in train[1]]
+            val = [(p, label) for label in (0, 1) for p in official_val[label]]
+        else:
+            normals, abnormals, val = self._draw_validation(source, train, official_val)
+        if self.positive_ratio < 1.0 and not abnormals:
+            msg = (
+                f"ZhangLab: positive_ratio={self.positive_ratio} needs pneumonia training images, but "
+                f"{source / 'train'} has no PNEUMONIA images left; expected {ZHANGLAB_LAYOUT}"
+            )
+            raise FileNotFoundError(msg)
         keep, extra = contaminate(
-            [k for k, _, _ in normals], [k for k, _, _ in abnormals], self.positive_ratio, self.split_seed
+            [k for k, _ in normals], [k for k, _ in abnormals], self.positive_ratio, self.split_seed
         )
         rows = sample_rows([normals[i][1] for i in keep], 0, "train")
         rows += sample_rows([abnormals[i][1] for i in extra], 1, "train")
-        for i in sorted(val_index):
-            rows += sample_rows([pool[i][1]], pool[i][2], "val")
+        rows += [row for path, label in val for row in sample_rows([path], label, "val")]
         rows += sample_rows(test[0], 0, "test") + sample_rows(test[1], 1, "test")
         return self._finalize(pd.DataFrame(rows), source)
+
+    def _draw_validation(
+        self, source: Path, train: dict[int, list[Path]], official_val: dict[int, list[Path]]
+    ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]], list[tuple[Path, int]]]:
+        """Draw ``val_size`` images of train + val (paper protocol); return the rest by label and the draw."""
+        pool = [
+            (f"{_ZHANGLAB_KEYS[label]}/{path.name}", path, label)
+            for images in (train, official_val)
+            for label in (0, 1)
+            for path in images[label]
+        ]
+        if not any(label for _, _, label in pool):
+            msg = (
+                f"ZhangLab: drawing the validation set needs pneumonia images, but {source / 'train'} "
+                f"(and {source / 'val'}) hold no PNEUMONIA images; add them, or provide val/NORMAL and "
+                f"val/PNEUMONIA (val_source='folder'). Expected {ZHANGLAB_LAYOUT}"
+            )
+            raise FileNotFoundError(msg)
+        if self.val_size >= len(pool):
+            msg = f"ZhangLab: val_size={self.val_size} leaves no training images (pool of {len(pool)})"
+            raise ValueError(msg)
+        drawn = set(draw_order([key for key, _, _ in pool], self.split_seed, "zhanglab-val")[: self.val_size])
+        rest = [item for i, item in enumerate(pool) if i not in drawn]
+        normals = [(key, path) for key, path, label in rest if label == 0]
+        abnormals = [(key, path) for key, path, label in rest if label == 1]
+        return normals, abnormals, [(pool[i][1], pool[i][2]) for i in sorted(drawn)]
 
 
 def find_zhanglab_root_in_archive(extracted: Path) -> Path | None:

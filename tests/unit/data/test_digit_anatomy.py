@@ -22,6 +22,7 @@ from anomalib_simsid.data.digit_anatomy import (
     ensure_digit_anatomy,
     generate_image,
 )
+from anomalib_simsid.data.image_io import ImageReadError
 
 TINY = {"num_train": 3, "num_val": 2, "num_test": 4}
 MID = {"num_train": 120, "num_val": 4, "num_test": 32}
@@ -219,6 +220,15 @@ def test_setup_generates_when_prepare_data_was_skipped(tmp_path: Path) -> None:
     datamodule = DigitAnatomy(root=str(tmp_path / "ds"), image_size=32, **TINY)
     datamodule.setup()
     assert (tmp_path / "ds" / MANIFEST_NAME).exists()
+
+
+def test_damaged_file_stops_setup(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    samples = ensure_digit_anatomy(root, image_size=32, **TINY)
+    victim = Path(samples.image_path.iloc[-1])
+    victim.write_bytes(victim.read_bytes()[:40])
+    with pytest.raises(ImageReadError, match=victim.name):
+        DigitAnatomy(root=str(root), image_size=32, **TINY).setup()
 
 
 def test_augmentation_defaults_and_overrides(tmp_path: Path) -> None:

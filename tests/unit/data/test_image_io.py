@@ -90,6 +90,23 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path: Path) -> None:
     assert image[0].flatten().tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
 
 
+def test_dicom_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
+    """A VOI LUT sequence (instead of a window) maps stored values through its table."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    path = write_dicom(tmp_path / "lut.dcm", np.array([[0, 1], [2, 3]], dtype=np.uint16))
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [4, 0, 8])  # 4 entries, first stored value 0, 8-bit output
+    item.add_new("LUTData", "US", [0, 50, 200, 255])
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(path)
+    image = read_image(path)
+    assert image[0].flatten().tolist() == pytest.approx([0.0, 50 / 255, 200 / 255, 1.0])
+
+
 def test_dicom_without_suffix_is_detected(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "image", np.arange(4, dtype=np.uint8).reshape(2, 2))
     assert read_image(path).shape == (3, 2, 2)

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures import write_image
+from fixtures import truncate, write_image, write_text_as_image
 
+from anomalib_simsid.data.image_io import ImageReadError
 from anomalib_simsid.data.xray_folder import XRayFolder
 
 COUNTS = {
@@ -76,6 +77,19 @@ def test_setup_builds_datasets(tmp_path: Path) -> None:
     datamodule.setup()
     assert (len(datamodule.train_data), len(datamodule.val_data), len(datamodule.test_data)) == (5, 5, 5)
     assert datamodule.train_data[0].image.shape[0] == 3
+
+
+def test_bad_images_are_all_named_at_setup(tmp_path: Path) -> None:
+    root = make_folders(tmp_path)
+    truncate(root / "train" / "normal" / "normal-0.png")
+    (root / "val" / "abnormal" / "abnormal-0.png").write_bytes(b"")
+    write_text_as_image(root / "test" / "abnormal" / "abnormal-0.png")
+    datamodule = XRayFolder(str(root))
+    with pytest.raises(ImageReadError, match=r"(?s)3 unreadable.*normal-0.*abnormal-0.*abnormal-0"):
+        datamodule.setup()
+    with pytest.warns(UserWarning, match="skipping 3"):
+        samples = XRayFolder(str(root), on_bad_image="skip").build_samples()
+    assert samples.groupby("split").size().to_dict() == {"train": 4, "val": 4, "test": 4}
 
 
 def _adult_root() -> Path:

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,10 @@ import pandas as pd
 import pytest
 from fixtures import make_zhanglab, truncate, write_text_as_image, zhanglab_zip
 
+from anomalib_simsid.data.chest import contaminate, draw_order
 from anomalib_simsid.data.download import DownloadError
-from anomalib_simsid.data.image_io import ImageReadError, read_image
-from anomalib_simsid.data.zhanglab import ZhangLab, contaminate, draw_order
+from anomalib_simsid.data.image_io import ImageReadError
+from anomalib_simsid.data.zhanglab import ZhangLab
 
 VAL = 6
 
@@ -37,7 +39,7 @@ def official(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("nesting", ["official", "direct", "celldata"])
 def test_layouts_and_split_counts(tmp_path: Path, nesting: str) -> None:
     root = make_zhanglab(tmp_path, nesting=nesting)
-    samples = ZhangLab(str(root), val_size=VAL).build_samples()
+    samples = ZhangLab(str(root), val_source="draw", val_size=VAL).build_samples()
     train, val, test = (_split(samples, s) for s in ("train", "val", "test"))
     assert (test.label_index == 0).sum() == 4
     assert (test.label_index == 1).sum() == 6
@@ -61,10 +63,41 @@ def test_missing_val_folder(tmp_path: Path) -> None:
     assert len(_split(samples, "train")) == 10 - (_split(samples, "val").label_index == 0).sum()
 
 
+def test_present_val_folder_is_the_validation_set(official: Path) -> None:
+    """``auto`` honours an official ``val/`` with both labels; train is then not drawn from."""
+    auto = ZhangLab(str(official), val_size=VAL).build_samples()
+    folder = ZhangLab(str(official), val_source="folder", val_size=VAL).build_samples()
+    assert auto.equals(folder)
+    val = _split(auto, "val")
+    assert {Path(p).parts[-3] for p in val.image_path} == {"val"}
+    assert sorted(val.label_index) == [0, 0, 1, 1]
+    assert len(_split(auto, "train")) == 12  # every train normal, none drawn away
+
+
+def test_val_folder_with_one_label_falls_back_to_the_draw(tmp_path: Path) -> None:
+    root = make_zhanglab(tmp_path, counts={"train": (10, 10), "val": (2, 0), "test": (2, 2)})
+    samples = ZhangLab(str(root), val_size=VAL).build_samples()
+    assert len(_split(samples, "val")) == VAL
+    with pytest.raises(FileNotFoundError, match=r"val_source='folder' needs images in both .*PNEUMONIA"):
+        ZhangLab(str(root), val_source="folder").build_samples()
+
+
+def test_normal_only_training_needs_no_train_pneumonia(tmp_path: Path) -> None:
+    root = make_zhanglab(tmp_path, counts={"train": (10, 0), "val": (2, 2), "test": (2, 2)})
+    (root / "chest_xray" / "train" / "PNEUMONIA").rmdir()
+    samples = ZhangLab(str(root)).build_samples()
+    assert len(_split(samples, "train")) == 10
+    with pytest.raises(FileNotFoundError, match=r"positive_ratio=0.5 needs pneumonia training images"):
+        ZhangLab(str(root), positive_ratio=0.5).build_samples()
+    shutil.rmtree(root / "chest_xray" / "val")  # now validation must be drawn, and needs pneumonia
+    with pytest.raises(FileNotFoundError, match=r"drawing the validation set needs pneumonia images"):
+        ZhangLab(str(root), val_size=VAL).build_samples()
+
+
 def test_splits_are_disjoint_and_deterministic(official: Path) -> None:
-    first = ZhangLab(str(official), val_size=VAL).build_samples()
-    again = ZhangLab(str(official), val_size=VAL).build_samples()
-    other = ZhangLab(str(official), val_size=VAL, split_seed=1).build_samples()
+    first = ZhangLab(str(official), val_source="draw", val_size=VAL).build_samples()
+    again = ZhangLab(str(official), val_source="draw", val_size=VAL).build_samples()
+    other = ZhangLab(str(official), val_source="draw", val_size=VAL, split_seed=1).build_samples()
     assert first.equals(again)
     assert _names(first, "val") != _names(other, "val")
     train, val, test = (set(_split(first, s).image_path) for s in ("train", "val", "test"))
@@ -82,8 +115,8 @@ def test_draw_ignores_listing_order() -> None:
 
 
 def test_contamination_ratio(official: Path) -> None:
-    clean = ZhangLab(str(official), val_size=VAL).build_samples()
-    mixed = ZhangLab(str(official), val_size=VAL, positive_ratio=0.75).build_samples()
+    clean = ZhangLab(str(official), val_source="draw", val_size=VAL).build_samples()
+    mixed = ZhangLab(str(official), val_source="draw", val_size=VAL, positive_ratio=0.75).build_samples()
     clean_train, train = _split(clean, "train"), _split(mixed, "train")
     total = len(clean_train)
     assert len(train) == total  # the training-set size is kept
@@ -133,27 +166,33 @@ def test_missing_and_empty_class_folder(tmp_path: Path) -> None:
         ZhangLab(str(root), val_size=VAL).build_samples()
 
 
-def test_bad_images_raise_or_skip(tmp_path: Path) -> None:
+def test_bad_images_in_every_split_are_named_at_setup(tmp_path: Path) -> None:
+    """Truncated, empty and fake images fail setup together, before any training batch is read."""
     root = make_zhanglab(tmp_path, counts={"train": (10, 10), "test": (3, 3)})
-    test_dir = root / "chest_xray" / "test"
-    truncate(next((test_dir / "NORMAL").iterdir()), keep=0.3)
-    write_text_as_image(test_dir / "PNEUMONIA" / "not_an_image.jpeg")
-    samples = ZhangLab(str(root), val_size=VAL).build_samples()  # "raise" does not decode at setup
-    broken = [p for p in samples.image_path if "not_an_image" in p]
-    with pytest.raises(ImageReadError, match="not_an_image"):
-        read_image(broken[0])
-    with pytest.warns(UserWarning, match=r"(?s)skipping 2 unreadable.*IM-.*not_an_image"):
+    base = root / "chest_xray"
+    cut = truncate(next((base / "test" / "NORMAL").iterdir()), keep=0.3)
+    empty = base / "train" / "NORMAL" / "IM-9999-0001.jpeg"
+    empty.write_bytes(b"")
+    write_text_as_image(base / "test" / "PNEUMONIA" / "not_an_image.jpeg")
+    with pytest.raises(ImageReadError, match=r"3 unreadable") as raised:
+        ZhangLab(str(root), val_size=VAL).build_samples()
+    for name in (cut.name, empty.name, "not_an_image.jpeg"):
+        assert name in str(raised.value)
+    with pytest.warns(UserWarning, match=r"(?s)skipping 3 unreadable.*IM-.*not_an_image"):
         skipped = ZhangLab(str(root), val_size=VAL, on_bad_image="skip").build_samples()
     assert len(_split(skipped, "test")) == 6 + 1 - 2
+    assert empty.name not in {Path(p).name for p in skipped.image_path}
 
 
 def test_invalid_options(official: Path) -> None:
     with pytest.raises(ValueError, match="on_bad_image"):
         ZhangLab(str(official), on_bad_image="ignore")
+    with pytest.raises(ValueError, match="val_source"):
+        ZhangLab(str(official), val_source="official")
     with pytest.raises(ValueError, match="positive_ratio"):
         ZhangLab(str(official), positive_ratio=0.0)
     with pytest.raises(ValueError, match="val_size"):
-        ZhangLab(str(official), val_size=1000).build_samples()
+        ZhangLab(str(official), val_source="draw", val_size=1000).build_samples()
 
 
 # ------------------------------------------------------------------------------------- download

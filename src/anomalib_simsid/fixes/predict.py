@@ -1,0 +1,73 @@
+"""Prediction from a path reads images through the package's reader (16-bit, DICOM and RGBA safe).
+
+``anomalib predict --data <image or folder>`` and ``Engine.predict(data_path=...)`` build anomalib's
+``PredictDataset``, which lists files by torchvision's raster suffixes (a folder of DICOM files gives
+"Found 0 images") and reads them with ``PIL.Image.open(path).convert("RGB")`` (a 16-bit PNG is
+clipped to white and scored as an ordinary image, without a warning). The patch replaces only the two
+names that ``anomalib.data.predict`` imported for this, so no other anomalib reader changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomalib_simsid.data.base import named
+from anomalib_simsid.data.image_io import (
+    EXPECTED,
+    IMAGE_SUFFIXES,
+    RASTER_SUFFIXES,
+    ImageReadError,
+    find_unreadable,
+    is_dicom,
+    read_image,
+)
+
+
+def find_images(path: str | Path, base_dir: str | Path | None = None) -> list[Path]:
+    """List the image ``path``, or every image under the folder ``path`` (recursive, hidden skipped).
+
+    Keeps anomalib's path validation (length, characters, ``base_dir`` confinement, existence), finds
+    DICOM by suffix or by its ``DICM`` magic, and checks every file cheaply up front so that all bad
+    files are named in one error before any prediction runs.
+    """
+    from anomalib.data.utils.path import validate_path
+
+    path = validate_path(path, base_dir)
+    if path.is_file():
+        images = [path]
+    elif path.is_dir():
+        images = sorted(
+            file
+            for file in path.rglob("*")
+            if file.is_file()
+            and not any(part.startswith(".") for part in file.relative_to(path).parts)
+            and (file.suffix.lower() in RASTER_SUFFIXES or is_dicom(file))
+        )
+        if not images:
+            msg = f"found no images in {path} (looked recursively for {sorted(IMAGE_SUFFIXES)} and DICOM)"
+            raise ValueError(msg)
+    else:
+        msg = f"{path} is neither an image file nor a folder of images; expected {EXPECTED}"
+        raise FileNotFoundError(msg)
+    bad = find_unreadable(images)
+    if bad:
+        msg = f"{len(bad)} of {len(images)} image(s) to predict cannot be read:{named(list(bad.values()))}"
+        raise ImageReadError(msg)
+    return images
+
+
+def read_predict_image(path: str | Path, as_tensor: bool = False) -> torch.Tensor | np.ndarray:
+    """Read like anomalib's ``read_image`` (``(3, H, W)`` tensor or ``(H, W, 3)`` array), 16-bit safe."""
+    image = read_image(path)
+    return image if as_tensor else image.permute(1, 2, 0).numpy()
+
+
+def apply() -> None:
+    """Point anomalib's ``PredictDataset`` at the package's file discovery and reader."""
+    import anomalib.data.predict as predict
+
+    predict.get_image_filenames = find_images
+    predict.read_image = read_predict_image
