@@ -1,7 +1,7 @@
 """Why does a score rank one class above another? Image statistics per class, and what the scores follow.
 
     python -m benchmarks.diagnose --root <XRayFolder root> --out benchmarks/results/diagnosis/adult_cxr.md \
-        [--per-image <curves run>/per_image.csv]
+        [--per-image <curves run>/per_image.csv] [--data anomalib_simsid.ZhangLab]
 
 For every image of ``train/normal``, ``val`` and ``test`` (as the model sees it: read with the
 package reader, grey, :func:`simsid_resize` to 128 px) it computes intensity and texture statistics:
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from lightning.pytorch.cli import instantiate_class
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
-from anomalib_simsid.data import XRayFolder, read_image
+from anomalib_simsid.data import read_image
 from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
 STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "laplacian", "entropy")
@@ -53,9 +54,9 @@ def image_statistics(image: torch.Tensor) -> dict[str, float]:
     }
 
 
-def folder_statistics(root: str, size: int = 128) -> pd.DataFrame:
-    """One row per image of an XRayFolder root: split, label, path and :func:`image_statistics`."""
-    samples = XRayFolder(root).build_samples()
+def folder_statistics(root: str, size: int = 128, data: str = "anomalib_simsid.XRayFolder") -> pd.DataFrame:
+    """One row per image of a chest datamodule's splits: split, label, path and :func:`image_statistics`."""
+    samples = instantiate_class((), {"class_path": data, "init_args": {"root": root}}).build_samples()
     resize = simsid_resize((size, size))
     rows = []
     for sample in samples.itertuples():
@@ -113,20 +114,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--root", required=True, help="XRayFolder root: train/normal, val/*, test/*")
+    parser.add_argument(
+        "--root", required=True, help="dataset root, e.g. an XRayFolder: train/normal, val/*, test/*"
+    )
+    parser.add_argument(
+        "--data", default="anomalib_simsid.XRayFolder", help="datamodule class with build_samples()"
+    )
     parser.add_argument("--out", required=True, type=Path, help="markdown report to write")
     parser.add_argument("--per-image", type=Path, help="per_image.csv of a benchmarks.curves run")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    stats = folder_statistics(args.root)
+    stats = folder_statistics(args.root, data=args.data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     stats.to_csv(args.out.with_suffix(".stats.csv"), index=False, float_format="%.6g")
     parts = [
         f"# Diagnosis: {Path(args.root).name}",
         "",
-        "Command: `python -m benchmarks.diagnose --root <root> --out <this file>"
+        f"Command: `python -m benchmarks.diagnose --data {args.data} --root <root> --out <this file>"
         + (" --per-image <run>/per_image.csv`" if args.per_image else "`"),
         "",
         "## Image statistics per class (128 px, as the model sees them)",
