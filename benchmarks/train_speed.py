@@ -179,6 +179,7 @@ def worker_speed(
             self.rows: list[dict[str, Any]] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            # By hand, not torch.utils.benchmark.Timer: whole Lightning steps, with process CPU time.
             self._t = (time.perf_counter(), time.process_time())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
