@@ -28,15 +28,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if __package__ in {None, ""}:  # run as a file (python benchmarks/<name>.py): make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import openvino as ov
 import torch
+from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_simsid import DigitAnatomy, SimSID
 from anomalib_simsid.deploy import export_openvino, load_simsid, prepare_for_deployment
 from anomalib_simsid.deploy.export import calibration_arrays, normal_training_subset, quantize_int8
+from benchmarks.common import cpu_info
 
 RESULTS = Path(__file__).parent / "results" / "inference_speed.md"
 
@@ -54,32 +58,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def cpu_model() -> str:
-    """Describe the CPU: model name and the flags that decide OpenVINO's precision choices."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
-    )
-    flags = next(
-        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
-    )
-    wanted = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
-    return f"{name or platform.processor()} ({', '.join(wanted) or 'no AVX-512'})"
-
-
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """Best FLOP/s of a ``size``-square torch matmul (2 size^3 FLOPs) in ``dtype``."""
+    """Best FLOP/s of a ``size``-square torch matmul (2 size^3 FLOPs) in ``dtype``, on all torch threads."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
+    timer = Timer(
+        "torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=torch.get_num_threads()
+    )
+    timer.timeit(1)  # warm-up
+    best = min(timer.timeit(1).mean for _ in range(repeats))
     return 2 * size**3 / best
 
 
@@ -91,6 +81,10 @@ def flops_per_image(model: SimSID, size: int) -> int:
 
 
 def median_seconds(call: Callable[[], object], iters: int, warmup: int = 1) -> float:
+    """Median wall time of ``call``, one call per sample.
+
+    By hand rather than ``torch.utils.benchmark.Timer``: the same loop times OpenVINO's compiled models.
+    """
     for _ in range(warmup):
         call()
     times = []
@@ -212,8 +206,7 @@ def write_table(
         "",
         f"* Command: `HF_HUB_OFFLINE=1 {command.strip()}`",
         f"* Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"* CPU: {cpu_model()}; {os.cpu_count()} logical cores; "
-        f"{args.threads} threads for torch and OpenVINO",
+        f"* CPU: {cpu_info(flags=True)}; {args.threads} threads for torch and OpenVINO",
         f"* Load average (1/5/15 min) before: {load_before}; after: {load_average()} "
         "(the machine is shared; higher load means slower, noisier numbers)",
         f"* torch {torch.__version__}, OpenVINO {ov.get_version()}, Python {platform.python_version()}",

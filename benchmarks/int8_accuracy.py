@@ -9,21 +9,23 @@ bicubic), then run through the graph with ``INFERENCE_PRECISION_HINT=f32``. The 
     python benchmarks/int8_accuracy.py --ckpt model.ckpt --data anomalib_simsid.DigitAnatomy \\
         --data-args '{"root": "datasets/DigitAnatomy", "image_size": 128}'
     python benchmarks/int8_accuracy.py --ckpt zhanglab.ckpt --data anomalib_simsid.data.zhanglab.ZhangLab \\
-        --data-args '{"root": "/work/shared/data/zhanglab-224"}'
+        --data-args '{"root": "<folder holding chest_xray/>"}'
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if __package__ in {None, ""}:  # run as a file (python benchmarks/<name>.py): make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import openvino as ov
@@ -34,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from anomalib_simsid.deploy import export_openvino, load_simsid, torch_reference
 from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+from benchmarks.common import instantiate
 
 
 def load_test_split(
@@ -121,12 +124,6 @@ def int8_auroc(
     }
 
 
-def build_datamodule(class_path: str, init_args: dict[str, Any]) -> AnomalibDataModule:
-    """Instantiate ``module.Class`` (dotted path) with ``init_args``."""
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**init_args)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", type=Path, required=True, help="trained SimSID Lightning checkpoint")
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         help='nncf.quantize keywords as JSON; "{}" = NNCF defaults (anomalib\'s)',
     )
     args = parser.parse_args(argv)
-    datamodule = build_datamodule(args.data, json.loads(args.data_args))
+    datamodule = instantiate({"class_path": args.data, "init_args": json.loads(args.data_args)})
     options = None if args.int8_options is None else json.loads(args.int8_options)
     result = int8_auroc(
         args.ckpt, datamodule, args.work_dir, args.calibration_size, args.limit, int8_options=options

@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import cpu_info, iter_outputs, run_module
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "train_speed.md"
-ZHANGLAB_DIR = REPO_ROOT.parent / "shared" / "data" / "zhanglab-224" / "chest_xray" / "train" / "NORMAL"
+# ZhangLab copy (the folder holding chest_xray/): --zhanglab-root, else $SIMSID_ZHANGLAB_ROOT, else this.
+DEFAULT_ZHANGLAB_ROOT = os.environ.get("SIMSID_ZHANGLAB_ROOT", "datasets/zhanglab-224")
+ZHANGLAB_NORMALS = Path("chest_xray", "train", "NORMAL")  # the training normals, under the root
 AUROC_SETUPS = {
     "zhanglab": "ZhangLab (1284 train normals, 200 val, 234 + 390 test), model `zhang-small`",
     "digits": "DigitAnatomy (96 px, 40+40 val, 100+100 test), model `small`",
@@ -53,7 +56,7 @@ BATCH = 16
 # The real split (split_seed 0): validation draws 200 of the pool, 57 of them normal.
 ZHANG_TRAIN, ZHANG_VAL, PAPER_EPOCHS = 1341 - 57, 200, 1000
 MODELS: dict[str, dict[str, Any]] = {
-    # The paper model with the released ZhangLab memory (spec §1, §4.2).
+    # The paper model with the released ZhangLab memory (docs/method.md, "Architecture" and "Memories").
     "paper": {"img_size": 128, "num_patch": 2, "level": 4, "base_width": 32, "memory": "queue"},
     # The DigitAnatomy demo model (configs/digitanatomy.yaml) with the ZhangLab queue memory.
     "small": {"img_size": 96, "num_patch": 3, "level": 3, "base_width": 8, "memory": "queue"},
@@ -176,6 +179,7 @@ def worker_speed(
             self.rows: list[dict[str, Any]] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            # By hand, not torch.utils.benchmark.Timer: whole Lightning steps, with process CPU time.
             self._t = (time.perf_counter(), time.process_time())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -240,7 +244,14 @@ def worker_speed(
 
 
 def worker_auroc(
-    variant: Variant, seed: int, epochs: int, threads: int, data_root: str, num_train: int, dataset: str
+    variant: Variant,
+    seed: int,
+    epochs: int,
+    threads: int,
+    data_root: str,
+    num_train: int,
+    dataset: str,
+    zhanglab_root: str,
 ) -> dict[str, Any]:
     """Train a small model on ``dataset``; per-epoch losses and val AUROC, final raw-score AUROCs."""
     import torch
@@ -263,7 +274,7 @@ def worker_auroc(
     loaders = {"train_batch_size": BATCH, "eval_batch_size": 32, "num_workers": 0}
     if dataset == "zhanglab":  # the real protocol: 1284 train normals, 200 val, 234 + 390 test
         module = build_model(variant, "zhang-small", visualizer=False)
-        datamodule = ZhangLab(root=str(ZHANGLAB_DIR.parents[2]), val_size=ZHANG_VAL, split_seed=0, **loaders)
+        datamodule = ZhangLab(root=zhanglab_root, val_size=ZHANG_VAL, split_seed=0, **loaders)
     else:
         module = build_model(variant, "small", visualizer=False)
         sizes = {
@@ -303,12 +314,8 @@ def worker_auroc(
     for split, loader in (("val", datamodule.val_dataloader()), ("test", datamodule.test_dataloader())):
         for precision in ("fp32", "bf16"):
             scores, residuals, labels = [], [], []
-            with (
-                torch.inference_mode(),
-                torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"),
-            ):
-                for batch in loader:
-                    output = module.model(module.pre_processor.transform(batch.image))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                for batch, output in iter_outputs(module, loader):
                     scores.append(output.pred_score.float())
                     residuals.append(output.anomaly_map.float().flatten(1).mean(1))
                     labels.append(batch.gt_label.int())
@@ -320,7 +327,7 @@ def worker_auroc(
     return result
 
 
-def worker_data(n_images: int) -> dict[str, Any]:
+def worker_data(n_images: int, zhanglab_root: str) -> dict[str, Any]:
     """Per-image cost of what every epoch redoes: decode, bicubic resize to 128, training affine."""
     import numpy as np
     import torch
@@ -330,8 +337,9 @@ def worker_data(n_images: int) -> dict[str, Any]:
     from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
     torch.set_num_threads(1)
-    files = sorted(ZHANGLAB_DIR.glob("*.jpeg"))[:n_images] if ZHANGLAB_DIR.is_dir() else []
-    source = f"ZhangLab 224 px JPEG ({ZHANGLAB_DIR})"
+    normals = Path(zhanglab_root) / ZHANGLAB_NORMALS
+    files = sorted(normals.glob("*.jpeg"))[:n_images] if normals.is_dir() else []
+    source = f"ZhangLab 224 px JPEG ({ZHANGLAB_NORMALS})"
     tmp = None
     if not files:  # no local copy: 224 px grey PNGs of noise stand in
         tmp = tempfile.TemporaryDirectory()
@@ -368,9 +376,9 @@ def worker_data(n_images: int) -> dict[str, Any]:
 def _run_worker(args: list[str]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
-    cmd = [sys.executable, "-m", "benchmarks.train_speed", "--worker", *args, "--result", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+    worker = ["--worker", *args, "--result", str(out)]
+    proc = run_module("benchmarks.train_speed", worker, env=env, capture=True, cwd=REPO_ROOT)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
         msg = f"worker failed ({proc.returncode}): {' '.join(args)}"
@@ -563,7 +571,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--auroc-data",
         choices=["zhanglab", "digits"],
-        default="zhanglab" if ZHANGLAB_DIR.is_dir() else "digits",
+        default=None,
+        help="default: zhanglab when --zhanglab-root holds the copy, else digits",
+    )
+    parser.add_argument(
+        "--zhanglab-root",
+        default=DEFAULT_ZHANGLAB_ROOT,
+        help="ZhangLab copy, the folder holding chest_xray/ (default: $SIMSID_ZHANGLAB_ROOT or %(default)s)",
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed runs (only --auroc)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -577,6 +591,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.zhanglab_root = str(Path(args.zhanglab_root).resolve())  # workers run from the repository root
+    if args.auroc_data is None:
+        args.auroc_data = "zhanglab" if (Path(args.zhanglab_root) / ZHANGLAB_NORMALS).is_dir() else "digits"
 
     if args.worker:
         if args.worker == "speed":
@@ -590,22 +607,23 @@ def main(argv: list[str] | None = None) -> None:
                 args.data_root,
                 args.auroc_train,
                 args.auroc_data,
+                args.zhanglab_root,
             )
         else:
-            res = worker_data(64)
+            res = worker_data(64, args.zhanglab_root)
         args.result.write_text(json.dumps(res))
         return
 
     raw: dict[str, Any] = json.loads(args.from_raw.read_text()) if args.from_raw else {}
     if not args.from_raw:
         raw["header"] = (
-            f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, "
+            f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {cpu_info()}, "
             f"Python {platform.python_version()}; command: "
             f"`python -m benchmarks.train_speed {' '.join(sys.argv[1:] if argv is None else argv)}`."
         )
         raw["model"] = args.model
         if not args.no_speed:
-            raw["data"] = _run_worker(["data"])
+            raw["data"] = _run_worker(["data", "--zhanglab-root", args.zhanglab_root])
             print(f"data: {raw['data']}", flush=True)
             raw["speed"] = []
             for name in args.variants.split(","):
@@ -647,6 +665,7 @@ def main(argv: list[str] | None = None) -> None:
                             args.auroc_data,
                         ]
                         worker_args += ["--data-root", str(Path(data_root) / "DigitAnatomy")]
+                        worker_args += ["--zhanglab-root", args.zhanglab_root]
                         res = _run_worker(worker_args)
                         raw["auroc"].append(res)
                         print(json.dumps({k: v for k, v in res.items() if k != "epochs"}), flush=True)

@@ -6,9 +6,11 @@ job); the failure test uses the default subprocess isolation, so both paths are 
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,6 +97,44 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
     assert "oracle" in summary
     for name in ("roc_DigitAnatomy.png", "hist_DigitAnatomy.png"):
         assert (out / name).stat().st_size > 10_000
+    assert not list((tmp_path / "work").rglob("*.ckpt")), "checkpoints are deleted once scored by default"
+
+
+@pytest.mark.slow
+def test_smoke_config_tests_last_and_best_of_one_run_and_keeps_checkpoints(tmp_path, digit_root):
+    """benchmarks/configs/smoke.yaml's SimSID: validated every epoch, tested at last and best, kept."""
+    done = _run(
+        str(REPO / "benchmarks" / "configs" / "smoke.yaml"),
+        "--inline", "--models", "SimSID", "--keep-checkpoints",
+        "--data-root", f"DigitAnatomy={digit_root}",
+        "--output-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("select")
+    assert sorted(results.index) == ["best_val_auroc", "last"]
+    assert results.spec_hash.nunique() == 1  # one job
+    assert results.fit_s.nunique() == 1  # one training run
+    assert (results.epochs_run == 2).all()
+    history = json.loads(results.val_history["last"])
+    assert [h["epoch"] for h in history] == [0, 1]  # a validation at the end of every epoch
+    assert results.selected_epoch["last"] == 1
+    assert results.selected_val_AUROC["last"] == pytest.approx(history[-1]["image_AUROC"], abs=1e-4)
+    assert results.selected_val_AUROC["best_val_auroc"] == pytest.approx(
+        max(h["image_AUROC"] for h in history), abs=1e-4
+    )
+    for select in ("last", "best_val_auroc"):
+        assert Path(results.checkpoint_path[select]).is_file(), select
+
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert scores.groupby("entry").size().to_dict() == {
+        "SimSID, best val": 2 * TINY_DATA["num_test"],
+        "SimSID, last": 2 * TINY_DATA["num_test"],
+    }
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| SimSID, last | 1 (0) |" in summary
+    assert "| SimSID, best val | 1 (0) |" in summary
+    assert "| 2 / 2 | last: epoch 1 step" in summary  # the budget: epochs run / max, in the row
+    assert "| PaDiM | not run (max 1 epoch; seeds 0; see Notes) |" in summary
 
 
 @pytest.mark.slow

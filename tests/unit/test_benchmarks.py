@@ -1,0 +1,145 @@
+"""The benchmark suite's config checks, command-line overrides and report tables, and the shared helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.common import instantiate, write_text_atomic
+from benchmarks.suite.config import ModelSpec, expand_jobs, load_config, select_models, set_data_roots
+from benchmarks.suite.report import budget, summary_table, write_report
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "benchmarks" / "configs"
+
+
+def _write(tmp_path: Path, models: list[dict]) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"datasets": [{"name": "d", "class_path": "x.Y"}], "models": models}))
+    return path
+
+
+def test_config_rejects_validation_less_often_than_every_epoch(tmp_path):
+    path = _write(tmp_path, [{"name": "m", "class_path": "x.Z", "trainer": {"check_val_every_n_epoch": 2}}])
+    with pytest.raises(ValueError, match="model m: check_val_every_n_epoch must be 1, got 2"):
+        load_config(path)
+
+
+def test_config_rejects_unknown_checkpoint_selection(tmp_path):
+    path = _write(tmp_path, [{"name": "m", "class_path": "x.Z", "select": ["last", "best"]}])
+    with pytest.raises(ValueError, match="model m: select must be one or a list of"):
+        load_config(path)
+
+
+def test_select_list_gives_one_entry_per_checkpoint_last_first():
+    spec = ModelSpec(name="SimSID", class_path="x.Z", select=["best_val_auroc", "last"])
+    assert spec.selects == ["last", "best_val_auroc"]
+    assert [spec.entry(s) for s in spec.selects] == ["SimSID, last", "SimSID, best val"]
+    assert ModelSpec(name="PaDiM", class_path="x.Z").entry("last") == "PaDiM"
+
+
+def test_data_root_and_models_overrides(tmp_path):
+    config = load_config(CONFIGS / "adult_cxr.yaml")
+    set_data_roots(config, [f"adult-cxr-dev={tmp_path}"])
+    select_models(config, "PaDiM,PatchCore")
+    jobs = expand_jobs(config)
+    assert {j.model["name"] for j in jobs} == {"PaDiM", "PatchCore"}
+    assert all(j.dataset["init_args"]["root"] == str(tmp_path) for j in jobs)
+    assert [j.keep_checkpoints for j in jobs] == [False] * len(jobs)
+    with pytest.raises(
+        ValueError, match=r"--data-root: expected DATASET=PATH with DATASET one of \['adult-cxr-dev'\]"
+    ):
+        set_data_roots(config, ["zhanglab=/data"])
+    with pytest.raises(ValueError, match=r"--models: unknown \['Nope'\]"):
+        select_models(config, "PaDiM,Nope")
+
+
+def test_shipped_configs_have_no_machine_paths():
+    for path in CONFIGS.glob("*.yaml"):
+        config = load_config(path)
+        for data in config["datasets"]:
+            assert not Path(data.init_args["root"]).is_absolute(), path.name
+
+
+def test_adult_cxr_config_tests_simsid_at_last_and_best_with_the_zhanglab_baselines():
+    adult, zhang = load_config(CONFIGS / "adult_cxr.yaml"), load_config(CONFIGS / "zhanglab.yaml")
+    models = {m.name: m for m in adult["models"]}
+    assert models["SimSID"].selects == ["last", "best_val_auroc"]
+    assert models["SimSID"].init_args["memory"] == "matrix"
+    assert adult["datasets"][0].class_path == "anomalib_simsid.XRayFolder"
+    for baseline in zhang["models"]:
+        if baseline.name != "SimSID":  # same backbones, layers, sizes as the ZhangLab suite
+            assert models[baseline.name].init_args == baseline.init_args, baseline.name
+
+
+def _row(entry: str, select: str, seed: int, auroc: float) -> dict:
+    return {
+        "dataset": "d", "model": entry.split(",")[0], "entry": entry, "select": select, "seed": seed,
+        "image_AUROC": auroc, "image_AUPR": 0.5, "image_F1": 0.5, "image_accuracy": 0.5,
+        "oracle_accuracy": 0.6, "oracle_F1": 0.6, "epochs_run": 3, "max_epochs": 10,
+        "selected_epoch": 2 if select == "last" else 1, "selected_step": 30, "selected_val_AUROC": 0.7,
+        "fit_s": 5400.0, "test_images_per_s": 10.0, "latency_ms": 50.0, "peak_rss_mb": 900.0,
+    }  # fmt: skip
+
+
+def test_summary_rows_state_budget_and_seeds_and_missing_models_show_as_not_run():
+    simsid = ModelSpec(
+        name="SimSID", class_path="x.Z", max_epochs=10, trainer={"max_time": "00:01:30:00"},
+        select=["last", "best_val_auroc"], seeds=[0],
+    )  # fmt: skip
+    padim = ModelSpec(name="PaDiM", class_path="x.P")
+    results = pd.DataFrame(
+        [_row("SimSID, last", "last", 0, 0.8), _row("SimSID, best val", "best_val_auroc", 0, 0.7)]
+    )
+    lines = summary_table(results, "d", [simsid, padim], seeds=[0, 1, 2]).splitlines()
+    last, best, padim_row = lines[2], lines[3], lines[4]
+    assert last.startswith("| SimSID, last | 1 (0) | **80.0** |")
+    assert "| 3 / 10, cap 90.0 min | last: epoch 2 step 30 (val AUROC 70.0) | 90.0 min |" in last
+    assert best.startswith("| SimSID, best val | 1 (0) | **70.0** |")
+    assert "| epoch 1 step 30 (val AUROC 70.0) |" in best
+    assert padim_row.startswith("| PaDiM | not run (max 1 epoch; seeds 0, 1, 2; see Notes) |")
+    assert padim_row.count("|") == lines[0].count("|")
+    assert budget(simsid, [0]) == "max 10 epochs or 90.0 min of fit, whichever first; seeds 0"
+
+
+def test_report_reads_results_written_when_jobs_tested_one_checkpoint(tmp_path):
+    """The committed ZhangLab CSVs (no ``entry``/``select`` columns) still make a full report."""
+    committed = REPO / "benchmarks" / "results" / "zhanglab"
+    for name in ("results.csv", "scores.csv", "run.json"):
+        shutil.copy(committed / name, tmp_path / name)
+    config = load_config(CONFIGS / "zhanglab.yaml")
+    info = json.loads((tmp_path / "run.json").read_text())
+    write_report(config, tmp_path, info, [])
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| SimSID | 1 (0) | **82.7** |" in summary
+    assert "cap 33.0 min" in summary
+    assert "| PaDiM | 3 (0, 1, 2) | **75.8 ± 0.3** |" in summary
+    assert (tmp_path / "roc_ZhangLab.png").stat().st_size > 10_000
+
+
+def test_instantiate_builds_nested_class_paths_and_callables():
+    spec = {
+        "class_path": "torchvision.transforms.v2.Compose",
+        "init_args": {"transforms": [{"class_path": "torchvision.transforms.v2.Identity"}]},
+    }
+    built = instantiate(spec)
+    assert type(built.transforms[0]).__name__ == "Identity"
+    assert (
+        instantiate({"class_path": "fractions.Fraction", "init_args": {"numerator": 3, "denominator": 6}})
+        == 0.5
+    )
+    with pytest.raises(ValueError, match="class_path must be dotted"):
+        instantiate({"class_path": "Identity"})
+
+
+def test_write_text_atomic_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "result.json"
+    write_text_atomic(target, "{}")
+    write_text_atomic(target, '{"a": 1}')
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
