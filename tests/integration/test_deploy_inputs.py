@@ -25,6 +25,7 @@ from anomalib_simsid.data.image_io import ImageReadError
 from anomalib_simsid.deploy import NotSimSIDError, export_openvino, read_checkpoint
 from anomalib_simsid.deploy import export as export_module
 from anomalib_simsid.deploy.export_cli import main as export_cli
+from anomalib_simsid.deploy.predictor import SimSIDPredictor
 from anomalib_simsid.deploy.score_folder import main as score_cli
 from anomalib_simsid.deploy.score_folder import score_folder
 from tests.conftest import REPO, TINY_DATA, TINY_MODEL
@@ -164,7 +165,7 @@ def test_failed_int8_calibration_leaves_no_fp32_or_fp16(
     (tmp_path / "out").mkdir()
     with pytest.raises(RuntimeError, match="calibration failed"):
         export_openvino(ckpt, tmp_path / "out", ("fp32", "fp16", "int8"), datamodule=datamodule)
-    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    assert list((tmp_path / "out").iterdir()) == []  # no files, no empty weights/openvino folders
 
 
 def test_export_refuses_another_input_size(ckpt: Path, tmp_path: Path) -> None:
@@ -256,6 +257,23 @@ def test_every_bad_file_is_named_and_nothing_is_written(ckpt: Path, images: Path
     assert len(result.rows) == 4
     assert (out / "skipped.csv").is_file()
     assert len(list((out / "heatmaps").rglob("*.png"))) == 4
+
+
+def test_non_finite_scores_fail_the_run_without_creating_anything(
+    ckpt: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while scoring (after every check passed) leaves no output and no new parent folders."""
+    real_call = SimSIDPredictor.__call__
+
+    def nan_scores(self: SimSIDPredictor, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        outputs = real_call(self, batch)
+        return {**outputs, "pred_score": np.full_like(outputs["pred_score"], np.nan)}
+
+    monkeypatch.setattr(SimSIDPredictor, "__call__", nan_scores)
+    with pytest.raises(ImageReadError, match=r"(?s)4 of the images.*NORMAL/0\.png.*non-finite score"):
+        score_folder(ckpt, images, tmp_path / "new" / "deeper" / "out", progress=False)
+    assert not (tmp_path / "new").exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_output_inside_the_input_is_not_rescored(ckpt: Path, images: Path) -> None:

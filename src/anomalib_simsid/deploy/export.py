@@ -171,6 +171,16 @@ def read_metadata(ov_model: Any) -> dict[str, str]:
     return {key: section[key].astype(str) for key in section}
 
 
+def staging_folder(target: Path) -> TemporaryDirectory:
+    """Make a hidden temporary folder on ``target``'s file system, in its nearest existing ancestor.
+
+    Outputs are written there and renamed into ``target`` only on success, so a failed run creates
+    nothing, not even ``target``'s parent folders.
+    """
+    anchor = next(folder for folder in target.absolute().parents if folder.is_dir())
+    return TemporaryDirectory(prefix=f".{target.name}.", dir=anchor)
+
+
 def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
     """Refuse a static export size other than the model's: the graph would resize it back to ``img_size``.
 
@@ -243,8 +253,7 @@ def export_openvino(
     }
 
     out_dir = Path(export_root) / "weights" / "openvino"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with TemporaryDirectory(prefix=".openvino.", dir=out_dir.parent) as staging:
+    with staging_folder(out_dir) as staging:
         names: dict[str, str] = {}
         for compression in compressions:
             names[compression] = (
@@ -262,7 +271,7 @@ def export_openvino(
             ov.save_model(
                 ov_model, Path(staging) / names[compression], compress_to_fp16=compression == "fp16"
             )
-        out_dir.mkdir(exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         for compression, name in names.items():
             for suffix in (".bin", ".xml"):  # the .xml last: a reader never sees one without its weights

@@ -117,7 +117,10 @@ def _openvino(path: Path, device: str, precision: str) -> tuple[RunBatch, int | 
         raise NotSimSIDError(msg)
     outputs = {name for output in model.outputs for name in output.get_names()}
     shape = model.input(0).get_partial_shape() if len(model.inputs) == 1 else None
-    if shape is None or shape.rank.get_length() != 4 or shape[1] != 3 or not set(REQUIRED_OUTPUTS) <= outputs:
+    image_input = (
+        shape is not None and shape.rank.is_static and shape.rank.get_length() == 4 and shape[1] == 3
+    )
+    if not image_input or not set(REQUIRED_OUTPUTS) <= outputs:
         msg = (
             f"{path} is not an exported anomalib SimSID: expected one 3-channel image input and outputs "
             f"{REQUIRED_OUTPUTS}, got {len(model.inputs)} input(s) and outputs {sorted(outputs)}"

@@ -24,7 +24,6 @@ import csv
 import logging
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from tqdm import tqdm
 from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable
 
 from .checkpoint import NotSimSIDError
+from .export import staging_folder
 from .predictor import PRECISIONS, SimSIDPredictor
 
 logger = logging.getLogger(__name__)
@@ -185,9 +185,8 @@ def score_folder(
     if bad and not skip_bad:
         raise _bad_files_error(bad, input_dir)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with staging_folder(output_dir) as staging_name:
+        staging = Path(staging_name)
         result = _score(predictor, files, bad, input_dir, staging, batch_size, heatmaps, progress)
         if result.skipped and not skip_bad:
             raise _bad_files_error(dict(result.skipped), input_dir)
@@ -199,8 +198,6 @@ def score_folder(
         if result.skipped:
             _write_csv(staging / "skipped.csv", ("file", "reason"), result.skipped)
         _move_into_place(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     result.skipped = [(str(Path(path).relative_to(input_dir)), reason) for path, reason in result.skipped]
     result.csv_path = output_dir / "scores.csv"
     return result
