@@ -33,7 +33,7 @@ from anomalib_simsid.deploy import (
     torch_reference,
 )
 from anomalib_simsid.deploy.export_cli import main as export_cli
-from anomalib_simsid.deploy.score_folder import openvino_predictor
+from anomalib_simsid.deploy.predictor import SimSIDPredictor
 from tests.conftest import TINY_DATA, TINY_MODEL
 
 # The parity bars. Normalised scores are (logit - threshold) / (validation max - min) + 0.5. After one
@@ -289,8 +289,49 @@ def test_anomalib_export_cli(deployment: TinyDeployment, anomalib_bin: str, tmp_
     np.testing.assert_allclose(out["pred_score"], ref["pred_score"], atol=score_bar(deployment.model) + 1e-6)
     # Without our metadata, score_folder warns and reads the model size off the graph's resize.
     with pytest.warns(UserWarning, match="no SimSID metadata"):
-        _, img_size = openvino_predictor(xml)
-    assert img_size == TINY_MODEL["img_size"]
+        predictor = SimSIDPredictor.load(xml)
+    assert predictor.img_size == TINY_MODEL["img_size"]
+
+
+@pytest.mark.slow
+def test_anomalib_export_int8_ptq_calibrates_on_training_normals(
+    deployment: TinyDeployment, digit_root: Path, anomalib_bin: str, tmp_path: Path
+) -> None:
+    """``anomalib export --compression_type INT8_PTQ``: refused at once without --data; SimSID INT8 with."""
+    args = [anomalib_bin, "export", "--model", "SimSID", "--ckpt_path", str(deployment.ckpt)]
+    args += [
+        "--export_type",
+        "openvino",
+        "--compression_type",
+        "INT8_PTQ",
+        "--default_root_dir",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+    def run(extra: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args + extra, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+
+    refused = run([])
+    assert refused.returncode != 0
+    assert "simsid-export <ckpt> --compression int8 --data" in " ".join(refused.stderr.split())  # rich wraps
+    assert "[torch.onnx]" not in refused.stdout + refused.stderr  # refused before the trace
+    assert not (tmp_path / "weights").exists()
+
+    data = ["--data", "anomalib_simsid.DigitAnatomy", "--data.root", str(digit_root)]
+    data += [f"--data.{key}={value}" for key, value in TINY_DATA.items()]
+    result = run(data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    xml = tmp_path / "weights" / "openvino" / "model_int8.xml"
+    metadata = read_metadata(ov.Core().read_model(str(xml)))
+    assert metadata["compression"] == "int8"
+    assert f"{TINY_DATA['num_train']} normal training images" in metadata["calibration"]
+    counts = _quantised_input_counts(xml)
+    assert counts["Convolution"][1] > 0
+    assert counts["MatMul"][1] == 0  # SimSID's INT8 settings, not NNCF's defaults
+    assert np.isfinite(run_ir(xml, deployment.images)["pred_score"]).all()
 
 
 def test_int8_accuracy_benchmark_runs(deployment: TinyDeployment) -> None:

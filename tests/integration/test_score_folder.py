@@ -1,5 +1,7 @@
 """Scoring a folder with an exported SimSID: CSV, heatmaps, odd images, bad files and bad models.
 
+Fast input checks that need no trained model are in ``test_deploy_inputs.py``.
+
 Reuses the tiny trained and exported SimSID of ``test_export.py`` (built once per process).
 """
 
@@ -161,9 +163,10 @@ def test_unreadable_files_stop_the_run_or_are_skipped(
     bad = _bad_folder(xray_folder)
     (tmp_path / "strict").mkdir()
     (tmp_path / "strict" / "scores.csv").write_text("file,score\nold.png,0.1\n")  # from an earlier run
-    with pytest.raises(ImageReadError, match=r"broken\.png"):
+    with pytest.raises(ImageReadError, match=r"(?s)broken\.png.*cut\.jpg"):  # every bad file, at once
         score_folder(deployment.irs["fp32"], xray_folder, tmp_path / "strict", progress=False)
-    assert not (tmp_path / "strict" / "scores.csv").exists()  # no CSV, not even an old one, after a failure
+    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == ["scores.csv"]  # nothing new written
+    assert (tmp_path / "strict" / "scores.csv").read_text() == "file,score\nold.png,0.1\n"
 
     with pytest.warns(UserWarning, match="skipping") as caught:
         result = score_folder(
@@ -221,6 +224,20 @@ def test_ground_truth_from_class_folders(relative: str, expected: str) -> None:
     assert ground_truth(Path(relative)) == expected
 
 
+def test_fixed_other_input_size_is_refused(
+    deployment: TinyDeployment, xray_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An IR reshaped to a fixed input other than the model size is refused with one clear line."""
+    model = ov.Core().read_model(str(deployment.irs["fp32"]))
+    model.reshape([1, 3, SIZE // 2, SIZE // 2])
+    ov.save_model(model, tmp_path / "fixed.xml", compress_to_fp16=False)
+    with pytest.raises(NotSimSIDError, match=f"fixed input of {SIZE // 2} x {SIZE // 2} .* {SIZE} x {SIZE}"):
+        score_folder(tmp_path / "fixed.xml", xray_folder, tmp_path / "out", progress=False)
+    assert main([str(tmp_path / "fixed.xml"), str(xray_folder), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_module_entry_point(deployment: TinyDeployment, xray_folder: Path, tmp_path: Path) -> None:
     """``python -m anomalib_simsid.deploy.score_folder`` as a user runs it (progress bar on stderr)."""
     args = [sys.executable, "-m", "anomalib_simsid.deploy.score_folder", str(deployment.irs["int8"])]
@@ -230,5 +247,5 @@ def test_module_entry_point(deployment: TinyDeployment, xray_folder: Path, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"scored {len(deployment.image_paths)} images" in result.stdout
     assert "image AUROC" in result.stdout
-    assert "SimSID scoring" in result.stderr  # the tqdm bar
+    assert "SimSID scoring" not in result.stderr  # no progress bar in a log: stderr is not a terminal
     assert len(read_csv(tmp_path / "cli" / "scores.csv")) == len(deployment.image_paths)

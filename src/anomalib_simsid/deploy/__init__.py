@@ -1,4 +1,4 @@
-"""Deployment: OpenVINO export (FP32/FP16/INT8) and scoring folders of images on edge CPUs."""
+"""Deployment: OpenVINO export (FP32/FP16/INT8), a predictor for exported models, and folder scoring."""
 
 from .checkpoint import (
     NotSimSIDError,
@@ -14,9 +14,11 @@ from .export import (
     read_metadata,
     torch_reference,
 )
+from .predictor import SimSIDPredictor
 
 __all__ = [
     "NotSimSIDError",
+    "SimSIDPredictor",
     "TrainNormalsCalibration",
     "check_simsid_checkpoint",
     "export_openvino",

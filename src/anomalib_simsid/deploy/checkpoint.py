@@ -39,14 +39,23 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = f"{type(err).__name__}: {err}"
+        reason = _load_failure(err)
         msg = f"{path} is not a PyTorch Lightning checkpoint of SimSID: torch.load failed ({reason})"
-        raise NotSimSIDError(msg) from err
+        raise NotSimSIDError(msg) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         kind = type(checkpoint).__name__
         msg = f"{path} is a torch file ({kind}) but not a Lightning checkpoint (no 'state_dict')"
         raise NotSimSIDError(msg)
     return checkpoint
+
+
+def _load_failure(err: Exception) -> str:
+    """Say why in one line, without torch's advice to retry with ``weights_only=False`` (unsafe here)."""
+    text = str(err)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds Python objects other than tensors and plain containers, which are never unpickled"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first[:200]}"
 
 
 def check_simsid_checkpoint(checkpoint: dict[str, Any], path: str | Path = "<checkpoint>") -> dict[str, Any]:

@@ -11,8 +11,8 @@ helpers build on, with three differences that matter for deployment:
 * **One trace.** The ONNX trace is the slow part of an export (tens of seconds); FP16 and INT8 are
   derived from the same converted FP32 model instead of re-tracing per precision.
 * **Metadata.** The IR carries ``rt_info`` (``simsid/model_type``, ``img_size``, ``compression``, ...)
-  so :mod:`~anomalib_simsid.deploy.score_folder` can refuse a model that is not SimSID and resize
-  inputs exactly as training did.
+  so :class:`~anomalib_simsid.deploy.predictor.SimSIDPredictor` can refuse a model that is not SimSID
+  and resize inputs exactly as training did.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def normal_training_subset(
     """Select the training split's normal images, without random augmentation, evenly sub-sampled.
 
     ``image_size`` pre-resizes like training (antialiased bicubic), so calibration sees the same
-    pixels as deployment through :func:`~anomalib_simsid.deploy.score_folder.score_folder`.
+    pixels as deployment through :class:`~anomalib_simsid.deploy.predictor.SimSIDPredictor`.
     """
     if getattr(datamodule, "train_data", None) is None:
         datamodule.setup("fit")
@@ -171,6 +171,31 @@ def read_metadata(ov_model: Any) -> dict[str, str]:
     return {key: section[key].astype(str) for key in section}
 
 
+def staging_folder(target: Path) -> TemporaryDirectory:
+    """Make a hidden temporary folder on ``target``'s file system, in its nearest existing ancestor.
+
+    Outputs are written there and renamed into ``target`` only on success, so a failed run creates
+    nothing, not even ``target``'s parent folders.
+    """
+    anchor = next(folder for folder in target.absolute().parents if folder.is_dir())
+    return TemporaryDirectory(prefix=f".{target.name}.", dir=anchor)
+
+
+def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
+    """Refuse a static export size other than the model's: the graph would resize it back to ``img_size``.
+
+    An image exported at another size is resized twice (once by the caller, once in-graph), so its
+    scores differ from training, and anomalib's inferencer, which resizes to the model size, cannot
+    feed the fixed input at all.
+    """
+    if input_size is not None and tuple(int(side) for side in input_size) != (img_size, img_size):
+        msg = (
+            f"input size {list(input_size)} does not match the SimSID model's img_size {img_size}: export "
+            f"without an input size (dynamic input, resized in-graph) or with [{img_size}, {img_size}]"
+        )
+        raise ValueError(msg)
+
+
 def export_openvino(
     model: SimSID | str | Path,
     export_root: str | Path,
@@ -187,6 +212,8 @@ def export_openvino(
     ``model_fp16.xml`` / ``model_int8.xml`` beside it. INT8 needs ``datamodule``, whose normal
     training images calibrate the quantiser (see :class:`TrainNormalsCalibration`) with
     ``int8_options`` (``nncf.quantize`` keywords; default :data:`INT8_DEFAULTS`, ``{}`` = NNCF's own).
+    Everything that can be checked is checked before the (slow) trace, and the files are written to
+    a staging folder and moved into place only when every compression succeeded.
 
     Returns:
         the ``.xml`` path per compression.
@@ -207,9 +234,13 @@ def export_openvino(
         raise NotSimSIDError(msg)
     model = prepare_for_deployment(model).cpu()
     img_size = int(model.hparams.img_size)
+    check_input_size(img_size, input_size)
+    calibration = None
+    if "int8" in compressions:
+        assert datamodule is not None
+        subset = normal_training_subset(datamodule, calibration_size, (img_size, img_size))
+        calibration = (calibration_arrays(subset), _calibration_note(datamodule, subset))
 
-    out_dir = Path(export_root) / "weights" / "openvino"
-    out_dir.mkdir(parents=True, exist_ok=True)
     with TemporaryDirectory() as tmp:
         onnx_path = model.to_onnx(tmp, model_file_name, input_size=input_size, opset_version=OPSET)
         fp32 = ov.convert_model(onnx_path)
@@ -221,24 +252,32 @@ def export_openvino(
         "input": "RGB float32 [0,1], NCHW, any size (resized in-graph); grey replicated to 3 channels",
     }
 
-    paths: dict[str, Path] = {}
-    for compression in compressions:
-        path = out_dir / (
-            f"{model_file_name}.xml" if compression == "fp32" else f"{model_file_name}_{compression}.xml"
-        )
-        if compression == "int8":
-            assert datamodule is not None
-            subset = normal_training_subset(datamodule, calibration_size, (img_size, img_size))
-            options = INT8_DEFAULTS if int8_options is None else int8_options
-            ov_model = quantize_int8(fp32.clone(), calibration_arrays(subset), options)
-            note = _calibration_note(datamodule, subset)
-            set_metadata(ov_model, base | {"compression": "int8", "calibration": note, "nncf": options})
-        else:
-            ov_model = fp32.clone()  # save_model's FP16 compression must not touch the FP32 model
-            set_metadata(ov_model, base | {"compression": compression})
-        ov.save_model(ov_model, path, compress_to_fp16=compression == "fp16")
-        paths[compression] = path
-        logger.info("exported %s SimSID to %s", compression, path)
+    out_dir = Path(export_root) / "weights" / "openvino"
+    with staging_folder(out_dir) as staging:
+        names: dict[str, str] = {}
+        for compression in compressions:
+            names[compression] = (
+                f"{model_file_name}.xml" if compression == "fp32" else f"{model_file_name}_{compression}.xml"
+            )
+            if compression == "int8":
+                assert calibration is not None
+                options = INT8_DEFAULTS if int8_options is None else int8_options
+                ov_model = quantize_int8(fp32.clone(), calibration[0], options)
+                info = {"compression": "int8", "calibration": calibration[1], "nncf": options}
+            else:
+                ov_model = fp32.clone()  # save_model's FP16 compression must not touch the FP32 model
+                info = {"compression": compression}
+            set_metadata(ov_model, base | info)
+            ov.save_model(
+                ov_model, Path(staging) / names[compression], compress_to_fp16=compression == "fp16"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for compression, name in names.items():
+            for suffix in (".bin", ".xml"):  # the .xml last: a reader never sees one without its weights
+                Path(staging, name).with_suffix(suffix).replace((out_dir / name).with_suffix(suffix))
+            paths[compression] = out_dir / name
+            logger.info("exported %s SimSID to %s", compression, paths[compression])
     return paths
 
 

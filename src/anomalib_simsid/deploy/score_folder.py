@@ -2,19 +2,19 @@
 
 Usage::
 
-    python -m anomalib_simsid.deploy.score_folder MODEL INPUT_DIR --output OUT_DIR [--skip-bad]
+    simsid-score MODEL INPUT_DIR --output OUT_DIR [--skip-bad]
 
-``MODEL`` is an OpenVINO ``.xml`` (from ``anomalib export`` or :func:`export_openvino`) or a SimSID
+``MODEL`` is an OpenVINO ``.xml`` (from ``anomalib export`` or ``simsid-export``) or a SimSID
 Lightning ``.ckpt``. Writes ``OUT_DIR/scores.csv`` (file, score, label, ground_truth, heatmap) and
 ``OUT_DIR/heatmaps/<file>.png`` overlays (``<file>`` keeps its own suffix). Ground truth is filled in
 when an image sits in a class folder (``NORMAL``/``PNEUMONIA``, ``good``/``anomalous``, ...).
 
-Images are read with :func:`anomalib_simsid.data.image_io.read_image` (8/16-bit PNG, JPEG, TIFF,
-DICOM; grey replicated to 3 channels, alpha composited on black) and resized to the model size
-with the antialiased bicubic resize SimSID was trained with, so a 2000-pixel X-ray gets the same
-pixels as in training (the graph's own resize is not antialiased). An unreadable file stops the
-run with an error naming it, or is skipped with a warning and listed in ``skipped.csv`` under
-``--skip-bad``; a non-finite score is treated the same way. No file ever gets a silent wrong score.
+Every image is checked before any scoring; all unreadable files are named at once, or skipped with
+a warning and listed in ``skipped.csv`` under ``--skip-bad``; a non-finite score is treated the same
+way. Outputs are written to a hidden staging folder and moved into ``OUT_DIR`` only when the run
+succeeds, so a failed run leaves nothing half-written (and an earlier run's outputs untouched). An
+output folder inside the input folder is never scored as images. Loading, pre-processing and
+running the model is :class:`~anomalib_simsid.deploy.predictor.SimSIDPredictor`.
 """
 
 from __future__ import annotations
@@ -22,24 +22,26 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from anomalib.visualization.image.functional import add_text_to_image, overlay_image, visualize_anomaly_map
+from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable
 
-from ..models.simsid.pre_processing import simsid_resize
-from .checkpoint import NotSimSIDError, load_simsid
-from .export import MODEL_TYPE, read_metadata
+from .checkpoint import NotSimSIDError
+from .export import staging_folder
+from .predictor import PRECISIONS, SimSIDPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +61,10 @@ ABNORMAL_FOLDERS = frozenset(
     }
 )
 CSV_COLUMNS = ("file", "score", "label", "ground_truth", "heatmap")
-REQUIRED_OUTPUTS = ("pred_score", "pred_label", "anomaly_map")
+OUTPUTS = ("scores.csv", "skipped.csv", "heatmaps")  # what a run owns inside the output folder
 MAX_HEATMAP_SIDE = 1024
-
-Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
+HEATMAP_ALPHA = 0.4
+MAX_LISTED = 20  # bad files named in one error message; the rest are counted
 
 
 @dataclass
@@ -83,103 +85,19 @@ class ScoredFolder:
         return float(roc_auc_score([gt for _, gt in labelled], [s for s, _ in labelled]))
 
 
-# ----------------------------------------------------------------------------------------- models
-
-
-def openvino_predictor(
-    path: Path, device: str = "CPU", precision: str = "f32"
-) -> tuple[Predictor, int | None]:
-    """Compile an IR (or ONNX) file, refusing it unless it is SimSID's; return predictor and model size.
-
-    ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT`` (``f32`` reproduces PyTorch; the CPU
-    plugin's default on AVX-512-BF16 CPUs is ``bf16``, which shifts normalised scores); ``auto``
-    keeps the plugin default.
-    """
-    import openvino as ov
-
-    core = ov.Core()
-    try:
-        model = core.read_model(str(path))
-    except RuntimeError as err:
-        msg = f"cannot read OpenVINO model {path}: {err}".splitlines()[0]
-        raise NotSimSIDError(msg) from err
-    metadata = read_metadata(model)
-    outputs = {name for output in model.outputs for name in output.get_names()}
-    channels = model.input(0).get_partial_shape()[1] if len(model.inputs) == 1 else None
-    if metadata and metadata.get("model_type") != MODEL_TYPE:
-        msg = f"{path} is an exported {metadata.get('model_type')!r} model, not SimSID"
-        raise NotSimSIDError(msg)
-    if len(model.inputs) != 1 or not set(REQUIRED_OUTPUTS) <= outputs or channels != 3:
-        msg = (
-            f"{path} is not an exported anomalib SimSID: expected one 3-channel image input and outputs "
-            f"{REQUIRED_OUTPUTS}, got {len(model.inputs)} input(s) and outputs {sorted(outputs)}"
-        )
-        raise NotSimSIDError(msg)
-    if not metadata:
-        warnings.warn(
-            f"{path} has no SimSID metadata (exported with plain `anomalib export`?): its model type "
-            "cannot be verified. Export with anomalib_simsid.deploy.export_openvino to embed it.",
-            stacklevel=2,
-        )
-    img_size = int(metadata["img_size"]) if "img_size" in metadata else _graph_resize_size(model)
-    config = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
-    compiled = core.compile_model(model, device, config)
-
-    def predict(batch: np.ndarray) -> dict[str, np.ndarray]:
-        result = compiled(batch)
-        return {output.get_any_name(): value for output, value in result.items()}
-
-    return predict, img_size
-
-
-def _graph_resize_size(model: Any) -> int | None:
-    """Find the square output side of the graph's first resize (anomalib's in-graph pre-processing)."""
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "Interpolate":
-            shape = op.get_output_partial_shape(0)
-            if shape.rank.is_static and shape[2].is_static and shape[2] == shape[3]:
-                return shape[2].get_length()
-    return None
-
-
-def checkpoint_predictor(path: Path) -> tuple[Predictor, int]:
-    """Load a SimSID checkpoint (checked) and run ``model.forward``, the function the IR exports."""
-    model = load_simsid(path)
-
-    def predict(batch: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            output = model(torch.from_numpy(batch))
-        return {k: v.numpy() for k, v in output._asdict().items() if v is not None}
-
-    return predict, int(model.hparams.img_size)
-
-
-def load_predictor(
-    model_path: str | Path, device: str = "CPU", precision: str = "f32"
-) -> tuple[Predictor, int | None]:
-    """Dispatch on the file type: OpenVINO ``.xml``/``.onnx``, or a Lightning checkpoint."""
-    path = Path(model_path)
-    if path.suffix == ".bin" and path.with_suffix(".xml").is_file():
-        path = path.with_suffix(".xml")
-    if not path.is_file():
-        msg = f"model {path} does not exist"
-        raise FileNotFoundError(msg)
-    if path.suffix.lower() in {".xml", ".onnx"}:
-        return openvino_predictor(path, device, precision)
-    return checkpoint_predictor(path)
-
-
 # ----------------------------------------------------------------------------------------- images
 
 
-def find_images(root: Path) -> list[Path]:
-    """Every image below ``root`` (recursive, sorted), hidden files and folders skipped."""
+def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every image below ``root`` (recursive, sorted); hidden files and folders, and ``exclude``, skipped."""
+    excluded = exclude.resolve() if exclude is not None else None
     return sorted(
         p
         for p in root.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and (excluded is None or not p.resolve().is_relative_to(excluded))
     )
 
 
@@ -194,41 +112,37 @@ def ground_truth(relative: Path) -> str:
     return ""
 
 
-def load_input(path: Path, img_size: int | None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Read one image as ``(3, S, S)`` in [0, 1] at the model size, and its original ``(H, W)``."""
-    image = read_image(path)
-    if image.ndim != 3 or image.shape[0] != 3:
-        msg = f"cannot use image {path}: read as shape {tuple(image.shape)}, expected (3, H, W)"
-        raise ImageReadError(msg)
-    size = (int(image.shape[1]), int(image.shape[2]))
-    if img_size is not None and size != (img_size, img_size):
-        image = simsid_resize((img_size, img_size))(image)
-    return image, size
-
-
 # ---------------------------------------------------------------------------------------- outputs
 
 
 def overlay(image: torch.Tensor, anomaly_map: np.ndarray, size: tuple[int, int], text: str) -> Image.Image:
     """Draw the heatmap (jet, 40 %) over the grey image at its original size (long side <= 1024 px)."""
-    from matplotlib import colormaps
-
     scale = min(1.0, MAX_HEATMAP_SIDE / max(size))
     out_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-    grey = F.interpolate(image.mean(0)[None, None], size=out_size, mode="bilinear", align_corners=False)[0, 0]
+    grey = F.interpolate(image.mean(0)[None, None], size=out_size, mode="bilinear", align_corners=False)
     heat = torch.from_numpy(np.asarray(anomaly_map, dtype=np.float32).reshape(anomaly_map.shape[-2:]))
-    heat = F.interpolate(heat[None, None], size=out_size, mode="bilinear", align_corners=False)[0, 0]
-    colour = colormaps["jet"](heat.clamp(0, 1).numpy())[..., :3]
-    blend = 0.6 * grey.clamp(0, 1).numpy()[..., None] + 0.4 * colour
-    picture = Image.fromarray((blend * 255).round().astype(np.uint8), "RGB")
-    if min(out_size) >= 192:  # the default bitmap font would cover a small image
-        ImageDraw.Draw(picture).text((4, 4), text, fill=(255, 255, 255))
-    return picture
+    heat = F.interpolate(heat[None, None], size=out_size, mode="bilinear", align_corners=False)
+    base = visualize_anomaly_map(grey[0, 0].clamp(0, 1), colormap=False)
+    picture = overlay_image(base, visualize_anomaly_map(heat[0, 0].clamp(0, 1)), alpha=HEATMAP_ALPHA)
+    if min(out_size) >= 192:  # the label would cover a small image
+        picture = add_text_to_image(picture, text)
+    return picture.convert("RGB")
 
 
 def _batches(items: Sequence[Path], size: int) -> Iterator[list[Path]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+def _bad_files_error(bad: dict[str, str], input_dir: Path) -> ImageReadError:
+    """One error naming every bad file (the first :data:`MAX_LISTED`, then a count)."""
+    lines = [f"  {Path(path).relative_to(input_dir)}: {reason}" for path, reason in bad.items()]
+    more = f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+    msg = (
+        f"{len(bad)} of the images under {input_dir} cannot be scored; nothing was written "
+        f"(pass --skip-bad to score the others):\n" + "\n".join(lines[:MAX_LISTED]) + more
+    )
+    return ImageReadError(msg)
 
 
 def score_folder(
@@ -241,65 +155,85 @@ def score_folder(
     skip_bad: bool = False,
     heatmaps: bool = True,
     input_size: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> ScoredFolder:
     """Score every image under ``input_dir`` and write ``scores.csv`` and heatmaps to ``output_dir``.
 
+    ``progress=None`` shows the bar only on a terminal.
+
     Raises:
-        ImageReadError: an image cannot be read (or scores non-finite) and ``skip_bad`` is off.
+        ImageReadError: images cannot be read (or score non-finite) and ``skip_bad`` is off; all named.
         NotSimSIDError: ``model_path`` is not a SimSID export or checkpoint.
+        ValueError: ``input_size`` disagrees with the model's own size.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         msg = f"input folder {input_dir} does not exist"
         raise FileNotFoundError(msg)
-    predict, img_size = load_predictor(model_path, device, precision)
-    img_size = input_size or img_size
-    if img_size is None:
+    predictor = SimSIDPredictor.load(model_path, device, precision, input_size)
+    if predictor.img_size is None:
         warnings.warn(
             "model size unknown: images go to the graph unresized, one at a time (pass --input-size)",
             stacklevel=2,
         )
         batch_size = 1  # different sizes cannot share a batch
-    files = find_images(input_dir)
+    files = find_images(input_dir, exclude=output_dir)
     if not files:
         msg = f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {input_dir}"
         raise FileNotFoundError(msg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    result = ScoredFolder(csv_path=output_dir / "scores.csv")
-    for stale in (result.csv_path, output_dir / "skipped.csv"):  # a failed run must not leave an old CSV
-        stale.unlink(missing_ok=True)
+    bad = find_unreadable(files)
+    if bad and not skip_bad:
+        raise _bad_files_error(bad, input_dir)
 
-    def reject(path: Path, reason: str, err: Exception | None = None) -> None:
-        if not skip_bad:
-            raise ImageReadError(reason) from err
-        warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
-        result.skipped.append((str(path.relative_to(input_dir)), reason))
+    with staging_folder(output_dir) as staging_name:
+        staging = Path(staging_name)
+        result = _score(predictor, files, bad, input_dir, staging, batch_size, heatmaps, progress)
+        if result.skipped and not skip_bad:
+            raise _bad_files_error(dict(result.skipped), input_dir)
+        for path, reason in result.skipped:
+            warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
+        _write_csv(
+            staging / "scores.csv", CSV_COLUMNS, [[row[c] for c in CSV_COLUMNS] for row in result.rows]
+        )
+        if result.skipped:
+            _write_csv(staging / "skipped.csv", ("file", "reason"), result.skipped)
+        _move_into_place(staging, output_dir)
+    result.skipped = [(str(Path(path).relative_to(input_dir)), reason) for path, reason in result.skipped]
+    result.csv_path = output_dir / "scores.csv"
+    return result
 
-    with tqdm(
-        total=len(files), desc="SimSID scoring", unit="img", disable=not progress, file=sys.stderr
-    ) as bar:
-        for chunk in _batches(files, batch_size):
+
+def _score(
+    predictor: SimSIDPredictor,
+    files: Sequence[Path],
+    bad: dict[str, str],
+    input_dir: Path,
+    staging: Path,
+    batch_size: int,
+    heatmaps: bool,
+    progress: bool | None,
+) -> ScoredFolder:
+    """Score the readable files into ``staging``; files that fail here join ``skipped`` (full paths)."""
+    result = ScoredFolder(skipped=list(bad.items()))
+    todo = [path for path in files if str(path) not in bad]
+    disable = None if progress is None else not progress
+    with tqdm(total=len(todo), desc="SimSID scoring", unit="img", disable=disable, file=sys.stderr) as bar:
+        for chunk in _batches(todo, batch_size):
             loaded = []
             for path in chunk:
                 try:
-                    loaded.append((path, *load_input(path, img_size)))
+                    loaded.append((path, *predictor.preprocess(path)))
                 except ImageReadError as err:
-                    reject(path, str(err), err)
+                    result.skipped.append((str(path), str(err)))
             if loaded:
-                batch = torch.stack([image for _, image, _ in loaded]).numpy()
-                outputs = predict(batch)
+                outputs = predictor(torch.stack([image for _, image, _ in loaded]))
                 for index, (path, image, size) in enumerate(loaded):
-                    row = _row(path, input_dir, output_dir, image, size, outputs, index, heatmaps)
+                    row = _row(path, input_dir, staging, image, size, outputs, index, heatmaps)
                     if row is None:
-                        reject(path, f"image {path} gave a non-finite score; it is not scored")
+                        result.skipped.append((str(path), "non-finite score"))
                     else:
                         result.rows.append(row)
             bar.update(len(chunk))
-
-    _write_csv(result.csv_path, CSV_COLUMNS, [[row[c] for c in CSV_COLUMNS] for row in result.rows])
-    if result.skipped:
-        _write_csv(output_dir / "skipped.csv", ("file", "reason"), result.skipped)
     return result
 
 
@@ -340,13 +274,26 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
         writer.writerows(rows)
 
 
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """Replace this tool's outputs in ``output_dir`` by the staged ones; other files there are kept."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        old = output_dir / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+        if (staging / name).exists():
+            (staging / name).rename(old)
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line interface of ``python -m anomalib_simsid.deploy.score_folder``."""
+    """Command-line interface of ``simsid-score``."""
     parser = argparse.ArgumentParser(
-        prog="python -m anomalib_simsid.deploy.score_folder",
+        prog="simsid-score",
         description="Score a folder of X-rays with an exported SimSID (OpenVINO .xml) or a SimSID .ckpt.",
     )
     parser.add_argument("model", type=Path, help="OpenVINO model.xml (or .onnx), or a SimSID Lightning .ckpt")
@@ -356,19 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         default="f32",
-        choices=["f32", "bf16", "f16", "auto"],
+        choices=PRECISIONS,
         help="OpenVINO inference precision; f32 (default) reproduces PyTorch, bf16 is faster on AVX-512 CPUs",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     parser.add_argument("--no-heatmaps", action="store_true", help="write the CSV only")
-    parser.add_argument("--input-size", type=int, default=None, help="model input side, if the IR lacks it")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="model input side, only for exports that do not record it",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (it is shown only on a terminal)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; errors are printed as one line naming the file, with exit code 2."""
+    """Run the CLI (the ``simsid-score`` entry point); errors are printed without a traceback, exit code 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -382,9 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             skip_bad=args.skip_bad,
             heatmaps=not args.no_heatmaps,
             input_size=args.input_size,
-            progress=not args.quiet,
+            progress=False if args.quiet else None,
         )
-    except (ImageReadError, NotSimSIDError, FileNotFoundError) as err:
+    except (ImageReadError, NotSimSIDError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     anomalous = sum(row["label"] == "anomalous" for row in result.rows)
