@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("engine",)
 
 
 def apply_all() -> None:

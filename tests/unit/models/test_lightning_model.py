@@ -121,3 +121,29 @@ def test_ddp_without_unused_parameter_detection_is_refused_with_the_strategy_to_
     require_unused_parameter_detection(StrategyRegistry.get("ddp_find_unused_parameters_true"))
     require_unused_parameter_detection(DDPStrategy(static_graph=True))
     require_unused_parameter_detection(object())  # not DDP: nothing to check
+
+
+def save_foreign_checkpoint(path: Path) -> Path:
+    """A Lightning checkpoint of another anomalib model (PaDiM, random backbone: no download)."""
+    import lightning
+    from anomalib.models import Padim
+
+    padim = Padim(backbone="resnet18", pre_trained=False)
+    checkpoint = {
+        "state_dict": padim.state_dict(),
+        "hyper_parameters": dict(padim.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_foreign_checkpoint_is_refused_with_a_short_not_simsid_error(tmp_path: Path) -> None:
+    """``SimSID.load_from_checkpoint`` (what ``anomalib export --ckpt_path`` runs) names the problem."""
+    from anomalib_simsid.deploy.checkpoint import NotSimSIDError
+
+    path = save_foreign_checkpoint(tmp_path / "padim.ckpt")
+    with pytest.raises(NotSimSIDError, match="not a SimSID checkpoint") as error:
+        SimSID.load_from_checkpoint(path)
+    assert "feature_extractor" in str(error.value)  # names what the checkpoint holds
+    assert len(str(error.value)) < 400
