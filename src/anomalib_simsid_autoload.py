@@ -11,6 +11,15 @@ parses ``seed_everything`` but never calls it, so ``seed_everything: 42`` in a c
 and two identical ``anomalib train`` runs trained different models. After ``anomalib.cli.cli`` is
 imported, the hook makes the CLI seed before it instantiates the model and data, as Lightning's
 CLI does (an int seeds with that value, ``true`` draws a random seed and logs it, ``false`` skips).
+
+At the same point it keeps a run's outputs under ``--default_root_dir``: anomalib 2.7 leaves a
+relative logger ``save_dir`` (and checkpoint ``dirpath``) relative to the current folder, so CSV logs
+and checkpoints landed in ``./results/logs`` whatever ``--default_root_dir`` said. The hook makes such
+relative folders relative to ``default_root_dir``. Absolute folders are left as they are.
+
+Finally it applies the plugin's ``Engine`` fixes (``anomalib_simsid.fixes.engine``) once
+``anomalib.engine.engine`` has finished importing, since the plugin itself may load while that module
+is still half-initialised.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from types import ModuleType
 
 _MODELS = "anomalib.models"
 _CLI = "anomalib.cli.cli"
+_ENGINE = "anomalib.engine.engine"
 _PLUGIN = "anomalib_simsid"
 
 
@@ -47,6 +57,28 @@ def _seed_from_config(cli: object) -> None:
     config["seed_everything"] = seed_everything(None if seed is True else int(seed), workers=True)
 
 
+def _outputs_under_root(cli: object) -> None:
+    """Make relative logger ``save_dir`` and checkpoint ``dirpath`` folders relative to default_root_dir."""
+    config = cli.config.get(str(cli.subcommand), cli.config)
+    root, trainer = config.get("default_root_dir"), config.get("trainer")
+    if root is None or trainer is None:
+        return
+    entries = [("save_dir", trainer.get("logger")), ("dirpath", trainer.get("callbacks"))]
+    for key, value in entries:
+        for item in value if isinstance(value, list) else [value]:
+            init_args = getattr(item, "init_args", None)
+            folder = init_args.get(key) if init_args is not None else None
+            if folder is not None and not os.path.isabs(folder):
+                init_args[key] = os.path.join(root, folder)
+
+
+def _apply_engine_fix(_module: ModuleType) -> None:
+    try:
+        importlib.import_module(f"{_PLUGIN}.fixes.engine").apply()
+    except Exception as err:
+        warnings.warn(f"anomalib_simsid could not apply its engine fix ({err!r}).", stacklevel=2)
+
+
 def _patch_cli(module: ModuleType) -> None:
     try:
         cli_class = module.AnomalibCLI
@@ -55,10 +87,11 @@ def _patch_cli(module: ModuleType) -> None:
             return
 
         def before_instantiate_classes(self: object) -> None:
-            try:
-                _seed_from_config(self)
-            except Exception as err:  # like a broken plugin: warn, never break plain anomalib
-                warnings.warn(f"anomalib_simsid could not seed the CLI run ({err!r}).", stacklevel=2)
+            for fix, what in ((_seed_from_config, "seed"), (_outputs_under_root, "place the outputs of")):
+                try:
+                    fix(self)
+                except Exception as err:  # like a broken plugin: warn, never break plain anomalib
+                    warnings.warn(f"anomalib_simsid could not {what} the CLI run ({err!r}).", stacklevel=2)
             original(self)
 
         before_instantiate_classes._seeds = True
@@ -95,7 +128,7 @@ def install() -> None:
     """Install the hooks unless disabled; a module imported already gets its callback at once."""
     if os.environ.get("ANOMALIB_SIMSID_NO_AUTOLOAD"):
         return
-    for target, callback in ((_MODELS, _load_plugin), (_CLI, _patch_cli)):
+    for target, callback in ((_MODELS, _load_plugin), (_CLI, _patch_cli), (_ENGINE, _apply_engine_fix)):
         if target in sys.modules:
             callback(sys.modules[target])
         elif not any(isinstance(f, _AfterImport) and f.target == target for f in sys.meta_path):

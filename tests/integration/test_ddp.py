@@ -2,8 +2,9 @@
 step both ranks hold the same weights and the same memory queue (contents and pointer), because each
 rank writes the queries of *all* ranks (``SimSID._gather_queries``); at the end every buffer matches.
 
-The file is also the worker script: ``python test_ddp.py WORKDIR`` runs ``Engine(strategy="ddp",
-accelerator="cpu", devices=2)``; Lightning re-launches it as rank 1.
+The file is also the worker script: ``python test_ddp.py WORKDIR`` runs
+``Engine(strategy="ddp_find_unused_parameters_true", accelerator="cpu", devices=2)``; Lightning
+re-launches it as rank 1.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _train(workdir: Path) -> None:
     )  # fmt: skip
     snapshots = Snapshots()
     engine = Engine(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=EPOCHS, callbacks=[snapshots],
+        accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_epochs=EPOCHS,
+        callbacks=[snapshots],
         default_root_dir=workdir / "run", logger=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     engine.fit(model, datamodule=datamodule)

@@ -1,6 +1,6 @@
 """Kill-and-resume: a run SIGKILLed mid-epoch and resumed from ``last.ckpt`` ends where the same-seed
 uninterrupted run ends (weights, memory queue and its pointer, optimizer and cosine-schedule state,
-per-epoch validation AUROC and training losses).
+per-epoch validation AUROC and training losses). A resumed ``Engine.train`` tests the model it trained.
 
 The file is also the worker script: ``python test_resume.py MODE WORKDIR`` trains the small SimSID on
 a small DigitAnatomy, so the SIGKILL hits a real process (not a simulated stop).
@@ -77,6 +77,81 @@ def _train(mode: str, workdir: Path) -> None:
     ckpt_path = str(out / "ckpt" / "last.ckpt") if mode == "resume" else None
     engine.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     (out / f"metrics-{mode}.json").write_text(json.dumps(recorder.epochs))
+
+
+def test_resumed_train_tests_the_trained_model_not_the_resume_checkpoint(
+    tmp_path: Path, digit_root: Path
+) -> None:
+    """``Engine.train(ckpt_path=X)`` reports the test metrics of the model it trained, not those of X."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import Callback
+
+    from anomalib_simsid import DigitAnatomy, SimSID
+    from tests.conftest import TINY_DATA, TINY_MODEL
+
+    class TestedWeights(Callback):
+        """The critic's output-layer weights at the start of every test run."""
+
+        def __init__(self) -> None:
+            self.seen: list[torch.Tensor] = []
+
+        def on_test_start(self, trainer, pl_module) -> None:
+            self.seen.append(pl_module.model.discriminator.fc.weight.detach().clone())
+
+    def data() -> DigitAnatomy:
+        return DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
+
+    def engine(epochs: int, *callbacks: Callback) -> Engine:
+        return Engine(
+            default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
+            enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
+        )  # fmt: skip
+
+    first = engine(1)
+    first.fit(SimSID(**TINY_MODEL, visualizer=False), datamodule=data())
+    start = tmp_path / "epoch1.ckpt"
+    first.trainer.save_checkpoint(start)
+    start_weights = torch.load(start, weights_only=False)["state_dict"]["model.discriminator.fc.weight"]
+
+    tested = TestedWeights()
+    model = SimSID(**TINY_MODEL, visualizer=False)
+    resumed = engine(2, tested)
+    reported = resumed.train(model, datamodule=data(), ckpt_path=start)
+    assert resumed.trainer.current_epoch == 2
+    trained = model.model.discriminator.fc.weight.detach()
+    assert not torch.equal(trained, start_weights)
+    assert torch.equal(tested.seen[-1], trained)
+    assert reported == resumed.test(model, datamodule=data())
+
+
+def test_failed_run_leaves_latest_on_the_previous_run(tmp_path: Path, digit_root: Path) -> None:
+    """A run that fails before writing a checkpoint must not re-point ``latest`` to its empty folder."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import Callback
+
+    from anomalib_simsid import DigitAnatomy, SimSID
+    from tests.conftest import TINY_DATA, TINY_MODEL
+
+    class Fail(Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            raise RuntimeError("simulated failure")
+
+    run_root = tmp_path / "SimSID" / "DigitAnatomy"
+    previous = run_root / "v0"
+    (previous / "weights").mkdir(parents=True)
+    (previous / "weights" / "model.ckpt").write_bytes(b"previous good run")
+    (run_root / "latest").symlink_to(previous, target_is_directory=True)
+
+    engine = Engine(
+        default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False,
+        enable_progress_bar=False, callbacks=[Fail()],
+    )  # fmt: skip
+    data = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        engine.train(SimSID(**TINY_MODEL, visualizer=False), datamodule=data)
+    assert (run_root / "v1").is_dir()  # the failed run's folder stays for inspection
+    assert (run_root / "latest").resolve() == previous.resolve()
+    assert (run_root / "latest" / "weights" / "model.ckpt").read_bytes() == b"previous good run"
 
 
 def _spawn(mode: str, workdir: Path) -> subprocess.Popen:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-_MODULES: tuple[str, ...] = ("predict", "export")
+_MODULES: tuple[str, ...] = ("engine", "predict", "export")
 
 
 def apply_all() -> None:

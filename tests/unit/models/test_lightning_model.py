@@ -39,7 +39,7 @@ def test_queue_is_written_only_after_generator_steps(tmp_path: Path, digit_root:
     assert queue.ptr.item() == 16
 
 
-def test_schedule_steps_once_per_epoch_and_optimisers_follow_the_spec(
+def test_schedule_steps_once_per_epoch_and_optimisers_follow_the_release(
     tmp_path: Path, digit_root: Path
 ) -> None:
     model = SimSID(**TINY_MODEL, cosine_period=4, eta_min=1e-5, visualizer=False)
@@ -101,3 +101,49 @@ def test_registered_with_anomalib() -> None:
 def test_max_epochs_enters_trainer_arguments_only_when_set() -> None:
     assert "max_epochs" not in SimSID(**TINY_MODEL).trainer_arguments
     assert SimSID(**TINY_MODEL, max_epochs=3).trainer_arguments["max_epochs"] == 3
+
+
+def test_user_pre_processor_must_resize_to_the_network_size() -> None:
+    """The network size and the pre-processor's resize have one source: a mismatch is refused at once."""
+    matching = SimSID.configure_pre_processor((64, 64))
+    assert SimSID(**TINY_MODEL, pre_processor=matching).pre_processor is matching
+    with pytest.raises(ValueError, match=r"resizes to \(96, 96\), but the model's img_size is 64"):
+        SimSID(**TINY_MODEL, pre_processor=SimSID.configure_pre_processor((96, 96)))
+
+
+def test_ddp_without_unused_parameter_detection_is_refused_with_the_strategy_to_use() -> None:
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    from anomalib_simsid.models.simsid.distributed import require_unused_parameter_detection
+
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
+        require_unused_parameter_detection(DDPStrategy())
+    require_unused_parameter_detection(StrategyRegistry.get("ddp_find_unused_parameters_true"))
+    require_unused_parameter_detection(DDPStrategy(static_graph=True))
+    require_unused_parameter_detection(object())  # not DDP: nothing to check
+
+
+def save_foreign_checkpoint(path: Path) -> Path:
+    """A Lightning checkpoint of another anomalib model (PaDiM, random backbone: no download)."""
+    import lightning
+    from anomalib.models import Padim
+
+    padim = Padim(backbone="resnet18", pre_trained=False)
+    checkpoint = {
+        "state_dict": padim.state_dict(),
+        "hyper_parameters": dict(padim.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_foreign_checkpoint_is_refused_with_a_short_not_simsid_error(tmp_path: Path) -> None:
+    """``SimSID.load_from_checkpoint`` (what ``anomalib export --ckpt_path`` runs) names the problem."""
+    from anomalib_simsid.deploy.checkpoint import NotSimSIDError
+
+    path = save_foreign_checkpoint(tmp_path / "padim.ckpt")
+    with pytest.raises(NotSimSIDError, match="not a SimSID checkpoint") as error:
+        SimSID.load_from_checkpoint(path)
+    assert "feature_extractor" in str(error.value)  # names what the checkpoint holds
+    assert len(str(error.value)) < 400

@@ -1,4 +1,4 @@
-"""The SimSID torch model against the spec: sizes, memory read, queue, gradient isolation, scoring."""
+"""The SimSID torch model: sizes, memory read, queue, gradient isolation, training pass, scoring."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from anomalib_simsid.models.simsid.inpainting import position_bits
-from anomalib_simsid.models.simsid.loss import GeneratorLoss
+from anomalib_simsid.models.simsid.loss import DiscriminatorLoss, GeneratorLoss
 from anomalib_simsid.models.simsid.memory import MemoryQueue, sparse_read
-from anomalib_simsid.models.simsid.torch_model import SimSIDModel, patchify, stitch
+from anomalib_simsid.models.simsid.networks import patchify, stitch
+from anomalib_simsid.models.simsid.torch_model import SimSIDModel
 
 SMALL = {"img_size": 64, "num_patch": 2, "level": 3, "base_width": 8}
 
@@ -26,7 +27,7 @@ def test_paper_parameter_counts(memory: str, expected: int) -> None:
 
 def test_paper_shapes() -> None:
     model = SimSIDModel(memory="queue").train()
-    out = model(torch.rand(2, 3, 128, 128) * 2 - 1)
+    out = model(torch.rand(2, 3, 128, 128) * 2 - 1).generated
     assert out.reconstruction.shape == (2, 1, 128, 128)
     assert out.queries.shape == (2, 4, 2048)
     # per-patch decoder levels (4 patches per image), then full images after the stitch
@@ -99,9 +100,9 @@ def test_teacher_loss_reaches_only_the_teacher_and_distillation_reaches_both() -
     torch.manual_seed(0)
     model = SimSIDModel(**SMALL).train()
     image = torch.rand(2, 1, 64, 64) * 2 - 1
-    out = model.generator(image, teacher=True)
+    out = model(image)
     loss = GeneratorLoss(recon=0, teacher=1, dist=0, adv=0)
-    total, _ = loss(image, out, torch.zeros(2))
+    total, _ = loss(out, torch.zeros(2))
     total.backward()
     gen = model.generator
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.teacher.parameters())
@@ -109,11 +110,33 @@ def test_teacher_loss_reaches_only_the_teacher_and_distillation_reaches_both() -
         assert all(p.grad is None or p.grad.abs().sum() == 0 for p in part.parameters())
 
     model.zero_grad(set_to_none=True)
-    out = model.generator(image, teacher=True)
-    total, _ = GeneratorLoss(recon=0, teacher=0, dist=1, adv=0)(image, out, torch.zeros(2))
+    out = model(image)
+    total, _ = GeneratorLoss(recon=0, teacher=0, dist=1, adv=0)(out, torch.zeros(2))
     total.backward()
     for part in (gen.teacher, gen.encoder, gen.student):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_critic_only_training_pass_skips_autograd_and_teacher_but_not_the_critic() -> None:
+    """``full_pass=False`` (critic-only batches): no generator graph, no teacher, same reconstruction."""
+    model = SimSIDModel(**SMALL).train()
+    image = torch.rand(2, 3, 64, 64) * 2 - 1
+    torch.manual_seed(0)
+    lean = model(image, full_pass=False)
+    torch.manual_seed(0)
+    full = model(image)
+    assert lean.generated.teacher_reconstruction is None
+    assert lean.generated.teacher_features is None
+    assert not lean.generated.reconstruction.requires_grad
+    assert full.generated.reconstruction.requires_grad
+    assert full.generated.teacher_features is not None
+    torch.testing.assert_close(lean.generated.reconstruction, full.generated.reconstruction)
+    assert lean.real_logits.requires_grad
+    assert lean.fake_logits.requires_grad
+    assert lean.image.shape == (2, 1, 64, 64)
+    DiscriminatorLoss()(lean).backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert all(p.grad is not None for p in model.discriminator.parameters())
 
 
 def test_eval_output_and_batch_independent_scores() -> None:

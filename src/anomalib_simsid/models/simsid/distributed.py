@@ -3,8 +3,10 @@
 * SimSID optimises manually with two backward passes per generator batch: the critic's loss never
   reaches the generator and on critic-only batches the generator has no graph at all. PyTorch DDP
   therefore has to look for unused parameters, otherwise the second backward fails ("parameters that
-  were not used in producing the loss"). :func:`find_unused_parameters` switches it on for any
-  Lightning DDP strategy (``ddp``, ``ddp_spawn``, ``ddp_fork``...) before the model is wrapped.
+  were not used in producing the loss"). Lightning registers strategies for exactly that
+  (``--trainer.strategy ddp_find_unused_parameters_true``, also ``ddp_spawn_...``/``ddp_fork_...``);
+  :func:`require_unused_parameter_detection` refuses any other DDP strategy at the start of fitting
+  with a message naming them, instead of failing after the first batch.
 * DDP keeps BatchNorm running statistics rank-local between forwards. :func:`broadcast_buffers`
   copies rank 0's buffers (BN statistics; memory queues, already identical through the gathered
   writes) to every rank before validation and at the end of training, so all ranks validate the
@@ -15,21 +17,25 @@ from __future__ import annotations
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info
 from torch import distributed as dist
 from torch import nn
 
 
-def find_unused_parameters(strategy: object) -> bool:
-    """Enable DDP's unused-parameter detection on a Lightning DDP strategy; return whether it changed."""
+def require_unused_parameter_detection(strategy: object) -> None:
+    """Raise a clear error for a Lightning DDP strategy that does not find unused parameters."""
     if not isinstance(strategy, DDPStrategy):
-        return False
-    kwargs = getattr(strategy, "_ddp_kwargs", None)
-    if not isinstance(kwargs, dict) or kwargs.get("find_unused_parameters") or kwargs.get("static_graph"):
-        return False
-    kwargs["find_unused_parameters"] = True
-    rank_zero_info("SimSID: DDP find_unused_parameters=True (critic and generator backward separately)")
-    return True
+        return
+    # Lightning exposes the DDP keyword arguments only through this attribute; it is read, never set.
+    kwargs = getattr(strategy, "_ddp_kwargs", {})
+    if kwargs.get("find_unused_parameters") or kwargs.get("static_graph"):
+        return
+    msg = (
+        f"SimSID under DDP ({type(strategy).__name__} with find_unused_parameters=False) needs DDP to find "
+        "unused parameters (its critic and generator backward separately): use --trainer.strategy "
+        "ddp_find_unused_parameters_true (or ddp_spawn_find_unused_parameters_true, "
+        "ddp_fork_find_unused_parameters_true), or DDPStrategy(find_unused_parameters=True)"
+    )
+    raise ValueError(msg)
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:

@@ -1,4 +1,7 @@
-"""The in-painting block at the bottleneck: space-aware memory plus neighbour attention (spec §1.5)."""
+"""The in-painting block at the bottleneck: space-aware memory plus neighbour attention.
+
+See ``docs/method.md``, "Architecture".
+"""
 
 from __future__ import annotations
 

@@ -26,18 +26,43 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
-from .distributed import broadcast_buffers, find_unused_parameters
+from .distributed import broadcast_buffers, require_unused_parameter_detection
 from .loss import DiscriminatorLoss, GeneratorLoss
-from .pre_processing import simsid_pre_processor
+from .pre_processing import check_pre_processor_size, simsid_pre_processor
 from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
 from .torch_model import SimSIDModel
 
 
+def refuse_foreign_checkpoint(checkpoint: dict[str, Any]) -> None:
+    """Raise ``NotSimSIDError`` unless the checkpoint has SimSID's hyper-parameters and weights.
+
+    Only the structure is checked (a resumed run may start from a checkpoint saved before any
+    validation, so the fitted threshold is not required here, unlike for deployment).
+    """
+    # Imported here: ``deploy.checkpoint`` imports this module.
+    from anomalib_simsid.deploy.checkpoint import REQUIRED_HPARAMS, REQUIRED_PREFIXES, NotSimSIDError
+
+    hparams = checkpoint.get("hyper_parameters") or {}
+    state = checkpoint.get("state_dict") or {}
+    missing = [p for p in REQUIRED_PREFIXES if not any(k.startswith(p) for k in state)]
+    missing += [h for h in REQUIRED_HPARAMS if h not in hparams]
+    if missing:
+        model = {k.split(".")[1] if k.startswith("model.") else k.split(".")[0] for k in state}
+        msg = (
+            f"the checkpoint is not a SimSID checkpoint: it lacks {', '.join(missing)} (its model has "
+            f"{sorted(model)[:8]}). Use it with the anomalib model that trained it."
+        )
+        raise NotSimSIDError(msg)
+
+
 class SimSID(AnomalibModule):
-    """SimSID as an anomalib model; defaults build the paper's model (spec §1, 46.1 M + 1.09 M parameters).
+    """SimSID as an anomalib model; defaults build the paper's model (46.1 M + 1.09 M parameters).
 
     Args:
-        img_size: side of the square input the network sees; every size derives from it.
+        img_size: side of the square input the network sees; every network size derives from it. It
+            stays a model argument because the architecture (memory slot sizes, critic depth) and
+            the checkpoint's and export's metadata depend on it; the default pre-processor resizes
+            to it, and a user-given pre-processor must resize to it too (checked, clear error).
         num_patch: patches per image side (one bottleneck memory per grid position).
         level: stride-2 encoder stages per patch.
         base_width: channels of the first stage; doubled at every stage.
@@ -66,6 +91,11 @@ class SimSID(AnomalibModule):
             layout; see ``benchmarks/results/train_speed.md``). Mixed precision is the trainer's:
             ``--trainer.precision bf16-mixed``.
     """
+
+    # Critic-only batches run the generator without autograd graph and teacher: their only use is the
+    # detached fake image. The released code runs the full pass on every batch; a subclass setting this
+    # to False reproduces it (the baseline of benchmarks/train_speed.py).
+    lean_critic_batches: bool = True
 
     def __init__(
         self,
@@ -101,6 +131,8 @@ class SimSID(AnomalibModule):
     ) -> None:
         if pre_processor is True:
             pre_processor = self.configure_pre_processor((img_size, img_size))
+        elif isinstance(pre_processor, PreProcessor):
+            check_pre_processor_size(pre_processor, img_size)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -151,7 +183,7 @@ class SimSID(AnomalibModule):
         )
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
-        """Critic and generator Adam (spec §3.2); cosine schedule on the generator (and critic if asked)."""
+        """Critic and generator Adam, betas (0.5, 0.999); cosine on the generator (and critic if asked)."""
         hp = self.hparams
         d_opt = optim.Adam(self.model.discriminator.parameters(), lr=hp.disc_lr, betas=(0.5, 0.999), eps=1e-8)
         g_opt = optim.Adam(
@@ -172,35 +204,30 @@ class SimSID(AnomalibModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """Critic step on every batch; generator step and queue write every ``n_critic`` batches.
 
-        One generator pass serves both steps, as released. On critic-only batches it runs without
-        an autograd graph and without the teacher: its only use there is the detached fake image.
+        One generator pass serves both steps, as released. The adversarial term reads the critic
+        after its update, hence the second critic call on the generator step.
         """
         d_opt, g_opt = self.optimizers()
-        image = self.model.to_gray(batch.image)
         generator_step = batch_idx % self.hparams.n_critic == 0
-        with torch.set_grad_enabled(generator_step):
-            output = self.model.generator(image, teacher=generator_step)
+        output = self.model(batch.image, full_pass=generator_step or not self.lean_critic_batches)
 
-        d_loss = self.discriminator_loss(
-            self.model.discriminator(image), self.model.discriminator(output.reconstruction.detach())
-        )
+        d_loss = self.discriminator_loss(output)
         d_opt.zero_grad()
         self.manual_backward(d_loss)
         d_opt.step()
         logs = {"train_d_loss": d_loss.detach()}
 
         if generator_step:
-            g_loss, terms = self.generator_loss(
-                image, output, self.model.discriminator(output.reconstruction)
-            )
+            reconstruction = output.generated.reconstruction
+            g_loss, terms = self.generator_loss(output, self.model.discriminator(reconstruction))
             g_opt.zero_grad()
             self.manual_backward(g_loss)
             g_opt.step()
-            if output.queries is not None:
-                self.model.generator.write_memory(self._gather_queries(output.queries.detach()))
+            if output.generated.queries is not None:
+                self.model.write_memory(self._gather_queries(output.generated.queries.detach()))
             logs["train_g_loss"] = g_loss.detach()
             logs.update({f"train_{name}_loss": value.detach() for name, value in terms.items()})
-        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=image.shape[0])
+        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=output.image.shape[0])
 
     def _gather_queries(self, queries: torch.Tensor) -> torch.Tensor:
         """Under data parallelism every rank writes all ranks' queries, so the queues stay identical."""
@@ -220,15 +247,21 @@ class SimSID(AnomalibModule):
         checkpoint[RNG_STATE_KEY] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When fitting resumes, restore the RNG states before the first training batch is drawn."""
+        """Refuse a foreign checkpoint; when fitting resumes, restore the RNG states.
+
+        Lightning calls this hook before it loads the state dict, so a PaDiM or PatchCore checkpoint
+        given to ``anomalib test/export --model SimSID --ckpt_path`` ends in one short
+        :class:`~anomalib_simsid.deploy.checkpoint.NotSimSIDError` instead of hundreds of missing keys.
+        """
+        refuse_foreign_checkpoint(checkpoint)
         super().on_load_checkpoint(checkpoint)
         if RNG_STATE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
             restore_rng_states(checkpoint[RNG_STATE_KEY])
 
     def setup(self, stage: str) -> None:
-        """Under a DDP strategy, let DDP find unused parameters (needed by the two manual backwards)."""
-        del stage
-        find_unused_parameters(self.trainer.strategy)
+        """Refuse a DDP strategy that cannot handle the two manual backwards (see :mod:`.distributed`)."""
+        if stage == "fit":
+            require_unused_parameter_detection(self.trainer.strategy)
 
     def on_validation_epoch_start(self) -> None:
         """Validate every rank with rank 0's BatchNorm statistics (DDP leaves them rank-local)."""

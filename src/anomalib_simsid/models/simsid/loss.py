@@ -1,4 +1,4 @@
-"""SimSID's five losses and their weights (spec §2)."""
+"""SimSID's five losses and their weights (``docs/method.md``, "Losses and training schedule")."""
 
 from __future__ import annotations
 
@@ -23,14 +23,15 @@ class GeneratorLoss(nn.Module):
         self.weights = {"recon": recon, "teacher": teacher, "dist": dist, "adv": adv}
 
     def forward(
-        self, image: torch.Tensor, output: SimSIDTrainOutput, fake_logits: torch.Tensor
+        self, output: SimSIDTrainOutput, fake_logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return the weighted total and the unweighted terms (for logging)."""
+        """Weighted total and unweighted terms (for logging); ``fake_logits``: the updated critic on x̂_s."""
+        image, generated = output.image, output.generated
         terms = {
-            "recon": F.mse_loss(output.reconstruction, image),
-            "teacher": F.mse_loss(output.teacher_reconstruction, image),
+            "recon": F.mse_loss(generated.reconstruction, image),
+            "teacher": F.mse_loss(generated.teacher_reconstruction, image),
             "dist": sum(
-                F.mse_loss(s, t) for s, t in zip(output.features, output.teacher_features, strict=True)
+                F.mse_loss(s, t) for s, t in zip(generated.features, generated.teacher_features, strict=True)
             ),
             "adv": F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)),
         }
@@ -44,8 +45,9 @@ class DiscriminatorLoss(nn.Module):
         super().__init__()
         self.weight = weight
 
-    def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        """Weighted critic loss."""
+    def forward(self, output: SimSIDTrainOutput) -> torch.Tensor:
+        """Weighted critic loss from the training output's real and (detached) fake logits."""
+        real_logits, fake_logits = output.real_logits, output.fake_logits
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         return self.weight * (real + fake)

@@ -1,4 +1,4 @@
-"""Memories of normal patterns and their sparse read-out (SimSID spec §1.4).
+"""Memories of normal patterns and their sparse read-out (see ``docs/method.md``, "Memories").
 
 Every memory in SimSID is read the same way: dot-product logits against ``S`` slots, a softmax,
 "Gumbel shrinkage" that keeps only the weights strictly above the k-th largest (so ``topk = 5``
@@ -10,6 +10,8 @@ Two storage kinds share that read:
 * :class:`MemoryMatrix` -- a learned parameter (SimSID's "space-aware memory matrix");
 * :class:`MemoryQueue` -- SQUID's FIFO queue of past normal queries, a non-trainable buffer that
   is written only after a generator step (never in validation, test or export).
+
+:class:`WindowMemory` is the decoder's hierarchical memory built from a :class:`MemoryMatrix`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .networks import patchify, stitch
 
 
 def sparse_read(query: torch.Tensor, memory: torch.Tensor, topk: int) -> torch.Tensor:
@@ -96,6 +100,25 @@ class MemoryQueue(MemoryMatrix):
         idx = (self.ptr + torch.arange(queries.shape[0], device=self.memory.device)) % num_slots
         self.memory[:, idx] = queries.transpose(0, 1)
         self.ptr.copy_((self.ptr + queries.shape[0]) % num_slots)
+
+
+class WindowMemory(nn.Module):
+    """Hierarchical decoder memory ("V1"): each 2x2 sub-window of a per-patch map reads its own memory.
+
+    The memory index is the sub-window's position *inside the patch* and the same memories serve
+    every patch, as in the released code (not the window's place in the whole image). The read always
+    replaces the feature (mask ratio 1.0).
+    """
+
+    def __init__(self, channels: int, spatial: int, num_slots: int, topk: int) -> None:
+        super().__init__()
+        self.memory = MemoryMatrix(4, num_slots, channels * (spatial // 2) ** 2, topk)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Read every sub-window of ``x`` (M, C, h, h) from memory and put the reads back in place."""
+        windows = patchify(x, 2)
+        reads = self.memory(windows.flatten(1).unflatten(0, (-1, 4)))
+        return stitch(reads.reshape(windows.shape), 2)
 
 
 def build_memory(kind: str, num_memory: int, num_slots: int, slot_dim: int, topk: int) -> MemoryMatrix:

@@ -1,4 +1,4 @@
-"""Convolutional building blocks: residual blocks, decoder levels, discriminator (spec §1.2, §1.8)."""
+"""Convolutional building blocks: residual blocks, decoder levels, discriminator; patch grid helpers."""
 
 from __future__ import annotations
 
@@ -91,3 +91,17 @@ class Discriminator(nn.Module):
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = F.leaky_relu(self._norm(norm, conv(x)), 0.2)
         return self.fc(x.flatten(1)).squeeze(1)
+
+
+def patchify(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B*grid*grid, C, H/grid, W/grid), patches in row-major order."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b * grid * grid, c, h // grid, w // grid)
+
+
+def stitch(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Inverse of :func:`patchify`."""
+    n, c, h, w = x.shape
+    x = x.view(n // (grid * grid), grid, grid, c, h, w).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(n // (grid * grid), c, grid * h, grid * w)

@@ -1,6 +1,6 @@
 """SimSID as a plain torch module: generator (encoder, in-painting, student and teacher decoders) and critic.
 
-Every size derives from ``img_size``, ``num_patch``, ``level`` and ``base_width`` (spec §12), so the
+Every size derives from ``img_size``, ``num_patch``, ``level`` and ``base_width``, so the
 paper model (128 px, 2x2 patches, level 4, width 32) and a small demo model are one line apart.
 """
 
@@ -14,40 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .inpainting import InpaintingBlock
-from .memory import MemoryMatrix, MemoryQueue
-from .networks import Discriminator, ResBlock, UpBlock
-
-
-def patchify(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B*grid*grid, C, H/grid, W/grid), patches in row-major order."""
-    b, c, h, w = x.shape
-    x = x.view(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b * grid * grid, c, h // grid, w // grid)
-
-
-def stitch(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """Inverse of :func:`patchify`."""
-    n, c, h, w = x.shape
-    x = x.view(n // (grid * grid), grid, grid, c, h, w).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(n // (grid * grid), c, grid * h, grid * w)
-
-
-class WindowMemory(nn.Module):
-    """Hierarchical decoder memory ("V1"): each 2x2 sub-window of a per-patch map reads its own memory.
-
-    The memory index is the sub-window's position *inside the patch* and the same memories serve
-    every patch (spec §1.6, ambiguity A3). The read always replaces the feature (mask ratio 1.0).
-    """
-
-    def __init__(self, channels: int, spatial: int, num_slots: int, topk: int) -> None:
-        super().__init__()
-        self.memory = MemoryMatrix(4, num_slots, channels * (spatial // 2) ** 2, topk)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Read every sub-window of ``x`` (M, C, h, h) from memory and put the reads back in place."""
-        windows = patchify(x, 2)
-        reads = self.memory(windows.flatten(1).unflatten(0, (-1, 4)))
-        return stitch(reads.reshape(windows.shape), 2)
+from .memory import MemoryQueue, WindowMemory
+from .networks import Discriminator, ResBlock, UpBlock, patchify, stitch
 
 
 class Encoder(nn.Module):
@@ -118,14 +86,28 @@ class Decoder(nn.Module):
 
 
 @dataclass
-class SimSIDTrainOutput:
-    """What the training losses need from one generator pass."""
+class GeneratorOutput:
+    """One generator pass: the student's reconstruction and features, bottleneck queries, the teacher's."""
 
     reconstruction: torch.Tensor
     features: list[torch.Tensor]
     queries: torch.Tensor | None
     teacher_reconstruction: torch.Tensor | None = None
     teacher_features: list[torch.Tensor] | None = None
+
+
+@dataclass
+class SimSIDTrainOutput:
+    """What one training step's losses need: the 1-channel input, the generator pass, the critic's logits.
+
+    ``fake_logits`` is the critic on the *detached* reconstruction (the critic's own loss); the
+    generator's adversarial term needs the critic after its update, so the step calls it again.
+    """
+
+    image: torch.Tensor
+    generated: GeneratorOutput
+    real_logits: torch.Tensor
+    fake_logits: torch.Tensor
 
 
 class Generator(nn.Module):
@@ -170,7 +152,7 @@ class Generator(nn.Module):
         self.student = Decoder(channels, bottleneck, num_patch, skip_levels, num_slots, topk)
         self.teacher = Decoder(channels, bottleneck, num_patch, skip_levels, num_slots, topk=None)
 
-    def forward(self, image: torch.Tensor, teacher: bool = False) -> SimSIDTrainOutput:
+    def forward(self, image: torch.Tensor, teacher: bool = False) -> GeneratorOutput:
         """Reconstruct a 1-channel image in [-1, 1]; the teacher runs only when asked (training losses)."""
         bottleneck, skips = self.encoder(patchify(image, self.grid))
         queries = None
@@ -178,7 +160,7 @@ class Generator(nn.Module):
         if self.inpainting is not None:
             inpainted, queries = self.inpainting(bottleneck)
         reconstruction, features = self.student(inpainted, skips)
-        output = SimSIDTrainOutput(reconstruction, features, queries)
+        output = GeneratorOutput(reconstruction, features, queries)
         if teacher:
             output.teacher_reconstruction, output.teacher_features = self.teacher(
                 bottleneck.detach(), [s.detach() for s in skips]
@@ -199,7 +181,7 @@ class SimSIDModel(nn.Module):
     :class:`~anomalib.data.InferenceBatch`: ``pred_score`` is the negated critic logit of the
     reconstruction (monotone in the paper's ``1 - sigmoid((s - mu) / sigma)``) and ``anomaly_map``
     the absolute reconstruction residual (a plugin extension: the paper defines no map).
-    In training mode it returns :class:`SimSIDTrainOutput` with the teacher included.
+    In training mode it runs what one training step needs and returns :class:`SimSIDTrainOutput`.
     """
 
     def __init__(
@@ -270,11 +252,26 @@ class SimSIDModel(nn.Module):
             "teacher_gap": (reconstruction - teacher).abs().float().mean(dim=(1, 2, 3)),
         }
 
-    def forward(self, image: torch.Tensor) -> InferenceBatch | SimSIDTrainOutput:
-        """Training: generator pass with teacher. Eval: score and residual map, student path only."""
+    def write_memory(self, queries: torch.Tensor) -> None:
+        """After a generator step, store its bottleneck queries in the queue (no-op for a learned matrix)."""
+        self.generator.write_memory(queries)
+
+    def forward(self, image: torch.Tensor, full_pass: bool = True) -> InferenceBatch | SimSIDTrainOutput:
+        """Training: generator pass and critic logits. Eval: score and residual map, student path only.
+
+        ``full_pass=False`` (critic-only training batches) runs the generator without an autograd graph
+        and without the teacher: the critic step only needs the detached reconstruction.
+        """
         gray = self.to_gray(image)
-        if self.training:
-            return self.generator(gray, teacher=True)
-        reconstruction = self.generator(gray).reconstruction
-        score = -self.discriminator(reconstruction)
-        return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
+        if not self.training:
+            reconstruction = self.generator(gray).reconstruction
+            score = -self.discriminator(reconstruction)
+            return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
+        with torch.set_grad_enabled(full_pass and torch.is_grad_enabled()):
+            generated = self.generator(gray, teacher=full_pass)
+        return SimSIDTrainOutput(
+            image=gray,
+            generated=generated,
+            real_logits=self.discriminator(gray),
+            fake_logits=self.discriminator(generated.reconstruction.detach()),
+        )
