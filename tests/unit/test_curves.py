@@ -86,6 +86,22 @@ def test_fit_warns_when_validation_ranks_backwards(auroc: float | None, warns: b
         model.on_fit_end()
 
 
+@pytest.mark.parametrize(
+    ("precision", "fast", "warns"),
+    [("bf16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)],
+)
+def test_fit_warns_about_emulated_bf16_on_cpu(
+    monkeypatch: pytest.MonkeyPatch, precision: str, fast: bool, warns: bool
+) -> None:
+    from anomalib_simsid.models.simsid import lightning_model
+
+    monkeypatch.setattr(lightning_model, "cpu_has_fast_bf16", lambda: fast)
+    model = SimSID(**TINY_MODEL, visualizer=False)
+    model._trainer = SimpleNamespace(precision=precision)
+    with pytest.warns(UserWarning, match="emulated") if warns else _no_warning():
+        model.on_fit_start()
+
+
 class _no_warning:  # noqa: N801  (a context manager used like pytest.warns)
     def __enter__(self) -> None:
         import warnings

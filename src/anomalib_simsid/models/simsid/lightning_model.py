@@ -55,6 +55,14 @@ def refuse_foreign_checkpoint(checkpoint: dict[str, Any]) -> None:
         raise NotSimSIDError(msg)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX), not by emulation."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class SimSID(AnomalibModule):
     """SimSID as an anomalib model; defaults build the paper's model (46.1 M + 1.09 M parameters).
 
@@ -270,6 +278,21 @@ class SimSID(AnomalibModule):
     def on_train_end(self) -> None:
         """End training with identical buffers on every rank."""
         broadcast_buffers(self.model)
+
+    def on_fit_start(self) -> None:
+        """Warn when bf16 mixed precision runs on a CPU without native bf16 support.
+
+        There oneDNN emulates bf16 matrix products and they run hundreds of times slower than fp32
+        (measured 0.27 against 90 GFLOP/s on a 2-core AVX2 EPYC), so ``bf16-mixed`` is a speed lever
+        only on CPUs with AVX512-BF16 / AMX, and on GPUs.
+        """
+        precision = str(getattr(self.trainer, "precision", ""))
+        if precision.startswith("bf16") and self.device.type == "cpu" and not cpu_has_fast_bf16():
+            rank_zero_warn(
+                f"SimSID: precision {precision} on a CPU without native bf16 support "
+                f"({torch.backends.cpu.get_cpu_capability()}): bf16 matrix products are emulated and "
+                "far slower than fp32 here. Train with --trainer.precision 32-true on this machine."
+            )
 
     def on_fit_end(self) -> None:
         """Warn when the fitted score ranks validation images backwards (AUROC below 0.5)."""
