@@ -1,4 +1,4 @@
-"""Run-wide fixtures: offline, a tiny generated DigitAnatomy set, a small SimSID configuration."""
+"""Run-wide fixtures: offline, a tiny generated DigitAnatomy set; integration tests marked ``slow``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-# A SimSID small enough for seconds-long CPU runs; the paper model is tested for shapes and counts.
-TINY_MODEL = {"img_size": 64, "num_patch": 2, "level": 3, "base_width": 8}
-TINY_DATA = {"image_size": 64, "num_train": 24, "num_val": 6, "num_test": 6}
+from tests.helpers import TINY_DATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every integration test is ``slow``, so ``pytest -m 'not slow'`` is the unit lane (about a minute)."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, TINY_DATA, TINY_MODEL
+from tests.helpers import REPO, TINY_DATA, TINY_MODEL
 
 
 def _config(tmp_path: Path, digit_root: Path, **model_extra: object) -> Path:

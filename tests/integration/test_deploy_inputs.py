@@ -28,7 +28,7 @@ from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
 from anomalib_simsid.deploy.score_folder import main as score_cli
 from anomalib_simsid.deploy.score_folder import score_folder
-from tests.conftest import REPO, TINY_DATA, TINY_MODEL
+from tests.helpers import REPO, TINY_DATA, TINY_MODEL
 
 SIZE = TINY_MODEL["img_size"]
 

@@ -34,7 +34,7 @@ from anomalib_simsid.deploy import (
 )
 from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
-from tests.conftest import TINY_DATA, TINY_MODEL
+from tests.helpers import TINY_DATA, TINY_MODEL
 
 # The parity bars. Normalised scores are (logit - threshold) / (validation max - min) + 0.5. After one
 # epoch that range is only ~0.005-0.05 (a trained model's is far wider), and the critic's per-sample

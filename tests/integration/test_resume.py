@@ -87,7 +87,7 @@ def test_resumed_train_tests_the_trained_model_not_the_resume_checkpoint(
     from lightning.pytorch import Callback
 
     from anomalib_simsid import DigitAnatomy, SimSID
-    from tests.conftest import TINY_DATA, TINY_MODEL
+    from tests.helpers import TINY_DATA, TINY_MODEL
 
     class TestedWeights(Callback):
         """The critic's output-layer weights at the start of every test run."""
@@ -130,7 +130,7 @@ def test_failed_run_leaves_latest_on_the_previous_run(tmp_path: Path, digit_root
     from lightning.pytorch import Callback
 
     from anomalib_simsid import DigitAnatomy, SimSID
-    from tests.conftest import TINY_DATA, TINY_MODEL
+    from tests.helpers import TINY_DATA, TINY_MODEL
 
     class Fail(Callback):
         def on_train_start(self, trainer, pl_module) -> None:

@@ -12,7 +12,7 @@ import torch
 from anomalib_simsid import DigitAnatomy, SimSID
 from anomalib_simsid.callbacks import CURVE_COLUMNS, ScoreCurves
 from anomalib_simsid.models.simsid.torch_model import SimSIDModel
-from tests.conftest import TINY_DATA, TINY_MODEL
+from tests.helpers import TINY_DATA, TINY_MODEL
 
 SCORES = {
     "critic_recon",

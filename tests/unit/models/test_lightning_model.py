@@ -10,7 +10,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from anomalib_simsid import DigitAnatomy, SimSID
-from tests.conftest import TINY_DATA, TINY_MODEL
+from tests.helpers import TINY_DATA, TINY_MODEL
 
 
 def _engine(tmp_path: Path, **kwargs: object) -> Engine:
