@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     last = ckpt_dir / "last.ckpt"
     callbacks = [
         ScoreCurves(out / "curves.csv", every_n_epochs=args.every, per_image_path=out / "per_image.csv"),
-        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1),
+        # No monitor + save_top_k=1: the newest epoch replaces last.ckpt (save_last needs a saved top-k).
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
+        ),
     ]
     if args.keep_every > 1:  # (a second checkpoint callback needs another period to be resumable)
         callbacks.append(

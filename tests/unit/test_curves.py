@@ -153,3 +153,28 @@ def test_plot_and_diagnosis_tools(tmp_path: Path) -> None:
     )
     png = plot_curves(curves, {"PaDiM": 76.8})
     assert png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_curves_runner_keeps_last_checkpoint_and_resumes(digit_root: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from benchmarks.curves import main
+
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "anomalib_simsid.SimSID", "init_args": {**TINY_MODEL, "visualizer": False}},
+        "data": {
+            "class_path": "anomalib_simsid.DigitAnatomy",
+            "init_args": {**TINY_DATA, "train_batch_size": 8, "eval_batch_size": 8},
+        },
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    args = ["--config", str(tmp_path / "tiny.yaml"), "--root", str(digit_root), "--every", "1"]
+    out = tmp_path / "run"
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert main([*args, "--epochs", "2", "--out", str(out)]) == 0  # resumes from last.ckpt
+    epochs = {int(r["epoch"]) for r in _rows(out / "curves.csv")}
+    assert epochs == {1, 2}
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # 0-based: 2nd
