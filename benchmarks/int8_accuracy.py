@@ -4,10 +4,13 @@ Both IRs come from :func:`anomalib_simsid.deploy.export_openvino` (one trace; IN
 the datamodule's normal training images) and score the datamodule's test split exactly as
 ``score_folder`` would: each file read with ``read_image``, resized like training (antialiased
 bicubic), then run through the graph with ``INFERENCE_PRECISION_HINT=f32``. The PyTorch
-``model.forward`` AUROC on the same tensors is reported too, as the reference.
+``model.forward`` AUROC on the same tensors is reported too, as the reference. ``--irs`` scores two
+IRs made elsewhere instead, e.g. the FP32 and ``INT8_PTQ`` models written by ``anomalib export``.
 
     python benchmarks/int8_accuracy.py --ckpt model.ckpt --data anomalib_simsid.DigitAnatomy \\
         --data-args '{"root": "datasets/DigitAnatomy", "image_size": 128}'
+    python benchmarks/int8_accuracy.py --ckpt model.ckpt --data anomalib_simsid.DigitAnatomy \\
+        --data-args '{"root": "datasets/DigitAnatomy"}' --irs <model.xml> <model_int8.xml>
     python benchmarks/int8_accuracy.py --ckpt zhanglab.ckpt --data anomalib_simsid.data.zhanglab.ZhangLab \\
         --data-args '{"root": "<folder holding chest_xray/>"}'
 """
@@ -134,6 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the IRs here")
     parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
     parser.add_argument(
+        "--irs",
+        nargs=2,
+        type=Path,
+        metavar=("FP32_XML", "INT8_XML"),
+        help="score these IRs of the checkpoint (e.g. written by `anomalib export`) instead of exporting",
+    )
+    parser.add_argument(
         "--int8-options",
         default=None,
         help='nncf.quantize keywords as JSON; "{}" = NNCF defaults (anomalib\'s)',
@@ -141,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     datamodule = instantiate({"class_path": args.data, "init_args": json.loads(args.data_args)})
     options = None if args.int8_options is None else json.loads(args.int8_options)
+    irs = dict(zip(("fp32", "int8"), args.irs, strict=True)) if args.irs else None
     result = int8_auroc(
-        args.ckpt, datamodule, args.work_dir, args.calibration_size, args.limit, int8_options=options
+        args.ckpt, datamodule, args.work_dir, args.calibration_size, args.limit, irs=irs, int8_options=options
     )
     print(json.dumps(result, indent=2))
     print(
