@@ -22,13 +22,15 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch import seed_everything
-from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.loggers import CSVLogger
+
+from benchmarks.common import instantiate
 
 
 def _build(section: dict[str, Any], overrides: dict[str, Any]) -> Any:
-    init = {**section.get("init_args", {}), **overrides}
-    return instantiate_class((), {"class_path": section["class_path"], "init_args": init})
+    return instantiate(
+        {"class_path": section["class_path"], "init_args": {**section.get("init_args", {}), **overrides}}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from lightning.pytorch.cli import instantiate_class
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
 from anomalib_simsid.data import read_image
 from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+from benchmarks.common import instantiate
 
 STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "laplacian", "entropy")
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -56,7 +56,7 @@ def image_statistics(image: torch.Tensor) -> dict[str, float]:
 
 def folder_statistics(root: str, size: int = 128, data: str = "anomalib_simsid.XRayFolder") -> pd.DataFrame:
     """One row per image of a chest datamodule's splits: split, label, path and :func:`image_statistics`."""
-    samples = instantiate_class((), {"class_path": data, "init_args": {"root": root}}).build_samples()
+    samples = instantiate({"class_path": data, "init_args": {"root": root}}).build_samples()
     resize = simsid_resize((size, size))
     rows = []
     for sample in samples.itertuples():
