@@ -6,11 +6,13 @@ No training: a tiny SimSID gets a hand-fitted post-processor, which is all the d
 from __future__ import annotations
 
 import argparse
+import logging
 from importlib import import_module
 from pathlib import Path
 
 import lightning
 import numpy as np
+import onnx
 import openvino as ov
 import pytest
 import tomllib
@@ -202,6 +204,19 @@ def test_engine_export_refuses_another_input_size(
     # The CLI builds the model with default hyper-parameters; the checkpoint's img_size is the one checked.
     with pytest.raises(ValueError, match=f"input size \\[{SIZE * 2}, {SIZE * 2}\\] does not match .* {SIZE}"):
         engine.export(SimSID(visualizer=False), export_type, input_size=(SIZE * 2, SIZE * 2), ckpt_path=ckpt)
+
+
+def test_engine_export_traces_quietly_at_the_exporters_opset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``anomalib export`` printed ~4,100 lines: a failed opset-14 down-conversion and every ONNX pass."""
+    caplog.set_level(logging.INFO)  # as the anomalib CLI configures logging
+    engine = Engine(default_root_dir=tmp_path, logger=False)
+    path = engine.export(fitted_model(), ExportType.ONNX)
+    onnx_logs = [r for r in caplog.records if r.name.split(".")[0] in {"onnxscript", "onnx_ir"}]
+    assert not [r for r in onnx_logs if r.levelno < logging.WARNING or "version" in r.name]
+    assert onnx.load(str(path), load_external_data=False).opset_import[0].version == export_module.OPSET
+    assert logging.getLogger("onnxscript").level == logging.NOTSET  # restored after the trace
 
 
 # ---------------------------------------------------------------------------------- folder scorer

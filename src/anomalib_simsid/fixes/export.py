@@ -11,16 +11,23 @@ anomalib 2.7's export has two traps for SimSID, both fixed on ``SimSID.to_openvi
   is refused before the trace when no datamodule is given.
 * An ``--input_size`` other than the model's ``img_size`` is refused: the graph resizes back to
   ``img_size``, and anomalib's own inferencer cannot feed the fixed input.
+* The trace printed ~4,100 lines: anomalib asks for opset 14, which the dynamo exporter (opset 18)
+  fails to down-convert, logging a harmless traceback, and the anomalib CLI's INFO logging shows
+  every ONNX optimiser pass. SimSID is traced at :data:`~anomalib_simsid.deploy.export.OPSET` and
+  the ``onnxscript``/``onnx_ir`` loggers are held at WARNING during the trace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from anomalib.deploy import CompressionType
 
-from anomalib_simsid.deploy.export import TrainNormalsCalibration, check_input_size, export_openvino
+from anomalib_simsid.deploy.export import OPSET, TrainNormalsCalibration, check_input_size, export_openvino
 from anomalib_simsid.models import SimSID
 
 INT8_NEEDS_DATA = (
@@ -39,13 +46,32 @@ def apply() -> None:
     SimSID.to_openvino = _simsid_openvino(SimSID.to_openvino)
 
 
+ONNX_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _quiet_onnx_passes() -> Iterator[None]:
+    """Hold the ONNX optimiser loggers at WARNING (one INFO line per rewritten node otherwise)."""
+    loggers = [logging.getLogger(name) for name in ONNX_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _checked_onnx(original: Any) -> Any:
     @functools.wraps(original)
     def to_onnx(
         self: SimSID, export_root: Any, model_file_name: str = "model", input_size: Any = None, **kw: Any
     ):
         check_input_size(int(self.hparams.img_size), input_size)
-        return original(self, export_root, model_file_name, input_size, **kw)
+        kw.setdefault("opset_version", OPSET)
+        with _quiet_onnx_passes():
+            return original(self, export_root, model_file_name, input_size, **kw)
 
     return to_onnx
 
