@@ -75,14 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     callbacks = [
         ScoreCurves(out / "curves.csv", every_n_epochs=args.every, per_image_path=out / "per_image.csv"),
         # No monitor + save_top_k=1: the newest epoch replaces last.ckpt (save_last needs a saved top-k).
+        # Saved at the end of every training epoch: by default Lightning saves after validation only,
+        # which runs every `--every` epochs.
         ModelCheckpoint(
-            dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False
+            dirpath=ckpt_dir,
+            filename="last",
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
         ),
     ]
     if args.keep_every > 1:  # (a second checkpoint callback needs another period to be resumable)
         callbacks.append(
             ModelCheckpoint(
-                dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=args.keep_every
+                dirpath=ckpt_dir,
+                filename="{epoch}",
+                save_top_k=-1,
+                every_n_epochs=args.keep_every,
+                save_on_train_epoch_end=True,
             )
         )
     engine = Engine(

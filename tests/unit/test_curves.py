@@ -156,7 +156,9 @@ def test_plot_and_diagnosis_tools(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_curves_runner_keeps_last_checkpoint_and_resumes(digit_root: Path, tmp_path: Path) -> None:
+def test_curves_runner_keeps_last_checkpoint_and_resumes(
+    digit_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     from benchmarks.curves import main
@@ -170,11 +172,21 @@ def test_curves_runner_keeps_last_checkpoint_and_resumes(digit_root: Path, tmp_p
         },
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    args = ["--config", str(tmp_path / "tiny.yaml"), "--root", str(digit_root), "--every", "1"]
+    # Evaluating every 2 epochs, a run that crashes in its second epoch must still leave the first
+    # epoch's last.ckpt (Lightning saves after validation by default, and epoch 1 has none).
+    args = ["--config", str(tmp_path / "tiny.yaml"), "--root", str(digit_root), "--every", "2"]
     out = tmp_path / "run"
-    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
-    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+    def crash_in_second_epoch(module: SimSID) -> None:
+        if module.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SimSID, "on_train_epoch_start", crash_in_second_epoch, raising=False)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            main([*args, "--epochs", "2", "--out", str(out)])
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
     assert main([*args, "--epochs", "2", "--out", str(out)]) == 0  # resumes from last.ckpt
     epochs = {int(r["epoch"]) for r in _rows(out / "curves.csv")}
-    assert epochs == {1, 2}
+    assert epochs == {2}
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # 0-based: 2nd
