@@ -28,6 +28,7 @@ from torch import nn, optim
 
 from .distributed import broadcast_buffers, require_unused_parameter_detection
 from .loss import DiscriminatorLoss, GeneratorLoss
+from .post_processing import SimSIDPostProcessor
 from .pre_processing import check_pre_processor_size, simsid_pre_processor
 from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
 from .torch_model import SimSIDModel
@@ -172,12 +173,12 @@ class SimSID(AnomalibModule):
         return simsid_pre_processor(image_size or (128, 128))
 
     def configure_post_processor(self) -> PostProcessor:
-        """Anomalib's one-class post-processor: min-max normalisation and a validation-fitted threshold.
+        """Anomalib's one-class post-processor, normalising without ties (see :mod:`.post_processing`).
 
         Threshold matching is off: without masks it would reuse the image threshold (a critic logit)
         on the residual map, which has other units, and saturate every exported heatmap at 0 or 1.
         """
-        return PostProcessor(enable_threshold_matching=False)
+        return SimSIDPostProcessor(enable_threshold_matching=False)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
