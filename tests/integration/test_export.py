@@ -350,3 +350,9 @@ def test_int8_accuracy_benchmark_runs(deployment: TinyDeployment) -> None:
     assert 0 <= result["auroc_int8"] <= 100
     assert result["test_images"] == len(deployment.images)
     assert result["auroc_fp32"] == pytest.approx(result["auroc_torch"], abs=100 / len(deployment.images))
+    # Given IRs are reported as such, not as an export with default options.
+    assert result["int8_options"] is None
+    assert result["export_seconds"] is None
+    assert result["irs"] == {name: str(path) for name, path in deployment.irs.items()}
+    with pytest.raises(ValueError, match="int8_options apply only"):
+        module.int8_auroc(deployment.ckpt, deployment.datamodule, irs=deployment.irs, int8_options={})
