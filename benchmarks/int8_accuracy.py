@@ -86,12 +86,11 @@ def int8_auroc(
     if irs is not None and int8_options is not None:
         msg = "int8_options apply only when this script exports; the given IRs were quantised already"
         raise ValueError(msg)
-    exported_here = irs is None
     model = load_simsid(ckpt)
     img_size = int(model.hparams.img_size)
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
         if irs is None:
+            start = time.perf_counter()
             irs = export_openvino(
                 model,
                 Path(work_dir or tmp),
@@ -100,7 +99,12 @@ def int8_auroc(
                 calibration_size=calibration_size,
                 int8_options=int8_options,
             )
-        export_seconds = time.perf_counter() - start if exported_here else None
+            export_seconds = time.perf_counter() - start
+            # What made the IRs: this script's options, or files it was given (never re-quantised).
+            provenance = {"int8_options": "default" if int8_options is None else int8_options, "irs": None}
+        else:
+            export_seconds = None
+            provenance = {"int8_options": None, "irs": {name: str(path) for name, path in irs.items()}}
         images, labels = load_test_split(datamodule, img_size, limit)
         outputs = {name: run_ir(irs[name], images) for name in ("fp32", "int8")}
     outputs["torch"] = torch_reference(model, images)
@@ -126,9 +130,7 @@ def int8_auroc(
         "label_agreement_int8_fp32": float((int8["pred_label"] == fp32["pred_label"]).mean()),
         # Rank agreement bounds the AUROC change for any labelling: 1.0 means INT8 ranks like FP32.
         "spearman_int8_fp32": float(spearmanr(int8["pred_score"], fp32["pred_score"]).statistic),
-        # Given IRs: their files, not options this script never applied.
-        "int8_options": ("default" if int8_options is None else int8_options) if exported_here else None,
-        "irs": None if exported_here else {name: str(path) for name, path in irs.items()},
+        **provenance,
         "export_seconds": export_seconds,
     }
 
@@ -155,8 +157,6 @@ def main(argv: list[str] | None = None) -> None:
         help='nncf.quantize keywords as JSON; "{}" = NNCF defaults (anomalib\'s)',
     )
     args = parser.parse_args(argv)
-    if args.irs and args.int8_options is not None:
-        parser.error("--int8-options applies only without --irs (the given IRs are quantised already)")
     datamodule = instantiate({"class_path": args.data, "init_args": json.loads(args.data_args)})
     options = None if args.int8_options is None else json.loads(args.int8_options)
     irs = dict(zip(("fp32", "int8"), args.irs, strict=True)) if args.irs else None
