@@ -106,9 +106,17 @@ class ScoreCurves(Callback):
         self._offset_cpu = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Start the clocks; on resume, continue them from the last recorded row."""
-        del pl_module
+        """Start the clocks."""
+        del trainer, pl_module
         self._start_wall, self._start_cpu = time.perf_counter(), time.process_time()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """On resume, continue the clocks from the last recorded row.
+
+        Not in ``on_fit_start``: Lightning restores the epoch counter after that hook, so there a
+        resumed run still reads epoch 0.
+        """
+        del pl_module
         rows = [r for r in _read_csv(self.path) if int(r["epoch"]) <= trainer.current_epoch]
         if rows:
             self._offset_wall = max(float(r["wall_s"]) for r in rows)

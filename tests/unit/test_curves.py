@@ -43,21 +43,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_score_curves_records_every_score_and_replaces_stale_rows(digit_root: Path, tmp_path: Path) -> None:
+def test_score_curves_records_every_score_replaces_stale_rows_and_resumes_its_clocks(
+    digit_root: Path, tmp_path: Path
+) -> None:
+    # anomalib's ModelCheckpoint: with a plain Lightning one the Engine would add its own beside it.
+    from anomalib.callbacks.checkpoint import ModelCheckpoint
     from anomalib.engine import Engine
 
     curves = tmp_path / "curves.csv"
     stale = {c: "0" for c in CURVE_COLUMNS} | {"epoch": "3", "score": "stale", "split": "val"}
-    with curves.open("w", newline="") as handle:  # a previous run's later epoch must not survive
-        writer = csv.DictWriter(handle, fieldnames=CURVE_COLUMNS)
-        writer.writeheader()
-        writer.writerow(stale)
+    _write(curves, [stale])  # a previous run's later epoch must not survive
     torch.manual_seed(0)
     model = SimSID(**TINY_MODEL, visualizer=False)
     datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
     callback = ScoreCurves(curves, every_n_epochs=1, per_image_path=tmp_path / "per_image.csv")
-    engine = Engine(max_epochs=2, callbacks=[callback], default_root_dir=tmp_path, logger=False)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    engine = Engine(max_epochs=2, callbacks=[callback, checkpoint], default_root_dir=tmp_path, logger=False)
     engine.fit(model, datamodule=datamodule)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert last.is_file()
 
     rows = _rows(curves)
     assert {(int(r["epoch"]), r["score"], r["split"]) for r in rows} == {
@@ -68,6 +72,27 @@ def test_score_curves_records_every_score_and_replaces_stale_rows(digit_root: Pa
     per_image = _rows(tmp_path / "per_image.csv")
     assert len(per_image) == 2 * (TINY_DATA["num_val"] + TINY_DATA["num_test"]) * 2  # 2 epochs, 2 classes
     assert set(per_image[0]) >= SCORES
+
+    # Resumed from last.ckpt, the clocks continue from the last recorded row rather than from zero.
+    far = 1.0e6
+    _write(curves, [r | {"wall_s": str(far), "cpu_s": str(far)} for r in rows])
+    resumed = Engine(
+        max_epochs=3,
+        callbacks=[ScoreCurves(curves, every_n_epochs=1), ModelCheckpoint(dirpath=tmp_path / "ckpt")],
+        default_root_dir=tmp_path,
+        logger=False,
+    )
+    resumed.fit(SimSID(**TINY_MODEL, visualizer=False), datamodule=datamodule, ckpt_path=last)
+    third = [r for r in _rows(curves) if r["epoch"] == "3"]
+    assert len(third) == len(SCORES) * 2
+    assert all(float(r["wall_s"]) > far and float(r["cpu_s"]) > far for r in third)
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CURVE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def test_score_curves_rejects_bad_arguments(tmp_path: Path) -> None:
