@@ -43,12 +43,13 @@ def plot_curves(csv: Path, baselines: dict[str, float], title: str = "") -> Path
         ax.set_xlabel("epochs trained")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("image AUROC")
-    axes[0][-1].legend(fontsize=8, loc="best")
+    # Outside the axes: inside, no corner stays free of curves for long runs.
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     out = csv.with_suffix(".png")
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
