@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from anomalib_simsid import DigitAnatomy, SimSID
-from anomalib_simsid.callbacks import CURVE_COLUMNS, ScoreCurves
+from anomalib_simsid.callbacks import CURVE_COLUMNS, ScoreCurves, _write_csv
 from anomalib_simsid.models.simsid.torch_model import SimSIDModel
 from tests.helpers import TINY_DATA, TINY_MODEL
 
@@ -52,7 +52,7 @@ def test_score_curves_records_every_score_replaces_stale_rows_and_resumes_its_cl
 
     curves = tmp_path / "curves.csv"
     stale = {c: "0" for c in CURVE_COLUMNS} | {"epoch": "3", "score": "stale", "split": "val"}
-    _write(curves, [stale])  # a previous run's later epoch must not survive
+    _write_csv(curves, CURVE_COLUMNS, [stale])  # a previous run's later epoch must not survive
     torch.manual_seed(0)
     model = SimSID(**TINY_MODEL, visualizer=False)
     datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
@@ -75,7 +75,7 @@ def test_score_curves_records_every_score_replaces_stale_rows_and_resumes_its_cl
 
     # Resumed from last.ckpt, the clocks continue from the last recorded row rather than from zero.
     far = 1.0e6
-    _write(curves, [r | {"wall_s": str(far), "cpu_s": str(far)} for r in rows])
+    _write_csv(curves, CURVE_COLUMNS, [r | {"wall_s": str(far), "cpu_s": str(far)} for r in rows])
     resumed = Engine(
         max_epochs=3,
         callbacks=[ScoreCurves(curves, every_n_epochs=1), ModelCheckpoint(dirpath=tmp_path / "ckpt")],
@@ -86,13 +86,6 @@ def test_score_curves_records_every_score_replaces_stale_rows_and_resumes_its_cl
     third = [r for r in _rows(curves) if r["epoch"] == "3"]
     assert len(third) == len(SCORES) * 2
     assert all(float(r["wall_s"]) > far and float(r["cpu_s"]) > far for r in third)
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CURVE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def test_score_curves_rejects_bad_arguments(tmp_path: Path) -> None:
