@@ -25,7 +25,11 @@ Each job runs in a fresh subprocess by default, so peak memory (``ru_maxrss``) i
 crash cannot take the suite down; ``--inline`` runs jobs in this process (faster start, for tests;
 peak RSS is then process-wide). Finished jobs are kept under ``work_dir/jobs/<id>/`` and reused by
 ``--resume``; models with ``checkpoint: true`` also resume mid-training from ``last.ckpt``.
-Checkpoints are deleted once scored unless ``--keep-checkpoints`` is given.
+Checkpoints are deleted once scored unless ``--keep-checkpoints`` is given. ``--models SimSID`` runs
+one model and keeps the other models' rows already in ``output_dir`` where their settings hash is
+unchanged, so a slow model joins a table of fast ones later (on a GPU, or overnight) without
+rerunning them. ``--torch-threads`` overrides the config's threads per job (the report gives each
+model's).
 
 Modules: ``config`` (schema, jobs), ``jobs`` (one job, in a subprocess or inline), ``metrics``,
 ``report`` (tables, plots), ``cli`` (the command).

@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of a dataset of the config (its init_args.root); repeatable",
     )
     parser.add_argument(
-        "--models", help="run only these models (comma-separated); the others show as 'not run'"
+        "--models",
+        help="run only these models (comma-separated); the others keep their rows of an earlier "
+        "invocation in the output folder when its settings are unchanged, else show as 'not run'",
     )
     parser.add_argument(
         "--keep-checkpoints",
@@ -89,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--inline", action="store_true", help="run jobs in this process (no per-job isolation)"
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, help="override the config's torch_threads (threads per job)"
     )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
     parser.add_argument("--job-timeout", type=float, default=None, help="seconds per job (subprocess mode)")
@@ -114,6 +119,33 @@ def _run_info(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` of the non-empty frames (pandas deprecates empty ones in a concat)."""
+    kept = [f for f in frames if not f.empty]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
+
+
+def _earlier_rows(config: dict[str, Any], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows in ``out`` of the models that ``--models`` leaves out, where their settings are unchanged.
+
+    So a slow model can be added to a table of fast ones later (or on other hardware) without rerunning
+    them; rows whose settings hash differs from what the config would run now are dropped.
+    """
+    run_models = config.get("run_models")
+    if run_models is None or not (out / "results.csv").is_file():
+        return pd.DataFrame(), pd.DataFrame()
+    others = {**config, "run_models": [m.name for m in config["models"] if m.name not in run_models]}
+    hashes = {job.spec_hash for job in expand_jobs(others)}
+    results = pd.read_csv(out / "results.csv")
+    results = results[results.spec_hash.isin(hashes)].assign(reused=True)
+    if results.empty or not (out / "scores.csv").is_file():
+        return results, pd.DataFrame()
+    scores = pd.read_csv(out / "scores.csv")
+    kept = set(zip(results.dataset, results.model, results.seed, strict=True))
+    mask = [key in kept for key in zip(scores.dataset, scores.model, scores.seed, strict=True)]
+    return results, scores[mask]
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM -> KeyboardInterrupt: ``subprocess.run`` then kills the job process before re-raising."""
     raise KeyboardInterrupt
@@ -131,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config["output_dir"] = str(args.output_dir)
     if args.work_dir:
         config["work_dir"] = str(args.work_dir)
+    if args.torch_threads:
+        config["torch_threads"] = args.torch_threads
     set_data_roots(config, args.data_root)
     if args.models:
         select_models(config, args.models)
@@ -147,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = _run_info(args, config)
     _install_backbones(config)
     jobs = expand_jobs(config, resume=args.resume, keep_checkpoints=args.keep_checkpoints)
+    earlier_results, earlier_scores = _earlier_rows(config, out)
+    if not earlier_results.empty:
+        print(f"keeping earlier rows of {', '.join(sorted(set(earlier_results.model)))}", flush=True)
     print(f"{len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}", flush=True)
     results, failures = [], []
     for index, job in enumerate(jobs, 1):
@@ -164,12 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.fail_fast:
                 break
 
-    frame = pd.DataFrame(results)
+    frame = _concat([earlier_results, pd.DataFrame(results)])
     if not frame.empty:
         write_text_atomic(out / "results.csv", frame.to_csv(index=False))
         # Only the scores of jobs whose result is part of this run (same settings hash).
         score_files = [Path(j.job_dir) / "scores.csv" for j in jobs if finished(j) is not None]
-        scores = pd.concat([pd.read_csv(p) for p in score_files if p.is_file()])
+        scores = _concat([earlier_scores, *(pd.read_csv(p) for p in score_files if p.is_file())])
         write_text_atomic(out / "scores.csv", scores.to_csv(index=False, float_format="%.7g"))
     info.update(
         wall_s=time.perf_counter() - started,

@@ -194,6 +194,16 @@ def plot_dataset(
     plt.close(fig)
 
 
+def _threads(results: pd.DataFrame, configured: int | None) -> str:
+    """Torch threads per job as the rows record them (rows kept from earlier invocations may differ)."""
+    if results.empty or "torch_threads" not in results:
+        return f"; torch threads per job: {configured}" if configured else ""
+    per_model = results.groupby("model", sort=False).torch_threads.first().astype(int)
+    if per_model.nunique() == 1:
+        return f"; torch threads per job: {per_model.iloc[0]}"
+    return "; torch threads per job: " + ", ".join(f"{m} {n}" for m, n in per_model.items())
+
+
 def write_report(config: dict[str, Any], out: Path, run_info: dict[str, Any], failures: list[str]) -> None:
     """``summary.md`` and the PNGs from ``results.csv``/``scores.csv`` in ``out``."""
     results = pd.read_csv(out / "results.csv") if (out / "results.csv").is_file() else pd.DataFrame()
@@ -213,7 +223,7 @@ def write_report(config: dict[str, Any], out: Path, run_info: dict[str, Any], fa
             if not results.empty
             else ""
         )
-        + (f"; torch threads per job: {config['torch_threads']}" if config["torch_threads"] else ""),
+        + _threads(results, config["torch_threads"]),
         "* Metrics on the test split from raw scores (scikit-learn), percentages, mean ± sample std over "
         "seeds. "
         "F1/Acc @val thr: anomalib's F1-adaptive threshold fitted on the validation split (as deployed). "
@@ -230,8 +240,9 @@ def write_report(config: dict[str, Any], out: Path, run_info: dict[str, Any], fa
     if "reused" in results and results.reused.fillna(False).astype(bool).any():
         reused = results[results.reused.fillna(False).astype(bool)]
         lines += [
-            f"* Reused with --resume from an earlier invocation (same settings hash): "
-            f"{', '.join(f'{x.model} seed {x.seed}' for x in reused.itertuples())}",
+            f"* Reused from an earlier invocation (same settings hash; --resume, or a model left out by "
+            f"--models): "
+            f"{', '.join(dict.fromkeys(f'{x.model} seed {x.seed}' for x in reused.itertuples()))}",
             "",
         ]
     if failures:

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from benchmarks.common import instantiate, write_text_atomic
+from benchmarks.suite.cli import _earlier_rows
 from benchmarks.suite.config import ModelSpec, expand_jobs, load_config, select_models, set_data_roots
-from benchmarks.suite.report import budget, summary_table, write_report
+from benchmarks.suite.report import _threads, budget, summary_table, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "benchmarks" / "configs"
@@ -120,6 +121,40 @@ def test_report_reads_results_written_when_jobs_tested_one_checkpoint(tmp_path):
     assert "cap 33.0 min" in summary
     assert "| PaDiM | 3 (0, 1, 2) | **75.8 ± 0.3** |" in summary
     assert (tmp_path / "roc_ZhangLab.png").stat().st_size > 10_000
+
+
+def test_models_left_out_keep_their_earlier_rows_only_with_unchanged_settings(tmp_path):
+    """``--models SimSID`` adds SimSID to a table of baselines run earlier, without rerunning them."""
+    config = load_config(CONFIGS / "adult_cxr.yaml")
+    hashes = {j.model["name"]: j.spec_hash for j in expand_jobs(config)}
+    rows = [
+        {**_row("PaDiM", "last", 0, 0.8), "spec_hash": hashes["PaDiM"], "torch_threads": 1},
+        {**_row("PatchCore", "last", 0, 0.7), "spec_hash": "stale", "torch_threads": 1},  # other settings
+        {**_row("SimSID, last", "last", 0, 0.6), "spec_hash": hashes["SimSID"], "torch_threads": 1},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    scores = [
+        {"dataset": "d", "model": m, "seed": 0, "label": i % 2, "score": i} for m in hashes for i in range(4)
+    ]
+    pd.DataFrame(scores).to_csv(tmp_path / "scores.csv", index=False)
+
+    select_models(config, "SimSID")
+    results, kept_scores = _earlier_rows(config, tmp_path)
+    assert list(results.model) == ["PaDiM"]  # PatchCore's settings changed; SimSID runs now
+    assert results.reused.all()
+    assert set(kept_scores.model) == {"PaDiM"}
+    assert len(kept_scores) == 4
+
+    config.pop("run_models")  # a full run keeps nothing: every model runs (or is reused via --resume)
+    assert _earlier_rows(config, tmp_path)[0].empty
+
+
+def test_report_states_threads_per_model_when_rows_differ():
+    one = pd.DataFrame([{"model": "PaDiM", "torch_threads": 1}, {"model": "SimSID", "torch_threads": 1}])
+    assert _threads(one, 2) == "; torch threads per job: 1"
+    mixed = one.assign(torch_threads=[1, 2])
+    assert _threads(mixed, 2) == "; torch threads per job: PaDiM 1, SimSID 2"
+    assert _threads(pd.DataFrame(), None) == ""
 
 
 def test_instantiate_builds_nested_class_paths_and_callables():
