@@ -137,6 +137,8 @@ def _earlier_rows(config: dict[str, Any], out: Path) -> tuple[pd.DataFrame, pd.D
     others = {**config, "run_models": [m.name for m in config["models"] if m.name not in run_models]}
     hashes = {job.spec_hash for job in expand_jobs(others)}
     results = pd.read_csv(out / "results.csv")
+    if "spec_hash" not in results:  # written before jobs recorded their settings: nothing to match
+        return pd.DataFrame(), pd.DataFrame()
     results = results[results.spec_hash.isin(hashes)].assign(reused=True)
     if results.empty or not (out / "scores.csv").is_file():
         return results, pd.DataFrame()

@@ -147,6 +147,9 @@ def test_models_left_out_keep_their_earlier_rows_only_with_unchanged_settings(tm
 
     config.pop("run_models")  # a full run keeps nothing: every model runs (or is reused via --resume)
     assert _earlier_rows(config, tmp_path)[0].empty
+    select_models(config, "SimSID")
+    pd.DataFrame(rows).drop(columns="spec_hash").to_csv(tmp_path / "results.csv", index=False)
+    assert _earlier_rows(config, tmp_path)[0].empty  # rows without settings hash are never matched
 
 
 def test_report_states_threads_per_model_when_rows_differ():
