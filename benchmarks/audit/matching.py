@@ -13,25 +13,29 @@ LEVEL = 0.95
 
 
 def match_pairs(values: np.ndarray, labels: np.ndarray, caliper_sd: float = CALIPER_SD) -> np.ndarray:
-    """Greedy nearest-neighbour matching of each normal to one abnormal image, without replacement.
+    """Greedy nearest-neighbour matching of normal to abnormal images on one statistic, without replacement.
 
-    Normals are taken in ascending order of ``values`` (ties: input order); each takes the unused
-    abnormal nearest in value (ties: the earlier one), if it lies within ``caliper_sd`` standard
-    deviations (sample SD of ``values`` over all images). Deterministic for a given input order.
+    Closest pairs first: of all normal/abnormal pairs whose values differ by at most ``caliper_sd``
+    standard deviations (sample SD of ``values`` over all images), the closest is taken, both images
+    leave the pool, and so on; ties go to the earlier normal, then the earlier abnormal, so the result
+    is deterministic for a given input order. (Taking normals in ascending order of the statistic
+    instead leaves a directional imbalance: on ZhangLab the abnormal image is the sharper one in 78 %
+    of such pairs, and sharpness alone then scores 48.4, its CI excluding 50.)
     Returns ``(k, 2)`` indices into ``values``: normal, abnormal.
     """
     values = np.asarray(values, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
     normals, abnormals = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     caliper = caliper_sd * float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    free = np.ones(len(abnormals), dtype=bool)
+    distance = np.abs(values[normals][:, None] - values[abnormals][None])
+    rows, cols = np.nonzero(distance <= caliper)
+    order = np.lexsort((cols, rows, distance[rows, cols]))
+    used_normal, used_abnormal = np.zeros(len(normals), bool), np.zeros(len(abnormals), bool)
     pairs = []
-    for i in normals[np.argsort(values[normals], kind="stable")]:
-        distance = np.where(free, np.abs(values[abnormals] - values[i]), np.inf)
-        j = int(np.argmin(distance)) if len(abnormals) else 0
-        if len(abnormals) and distance[j] <= caliper:
-            free[j] = False
-            pairs.append((int(i), int(abnormals[j])))
+    for i, j in zip(rows[order], cols[order], strict=True):
+        if not used_normal[i] and not used_abnormal[j]:
+            used_normal[i] = used_abnormal[j] = True
+            pairs.append((int(normals[i]), int(abnormals[j])))
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 

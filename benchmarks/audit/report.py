@@ -68,7 +68,9 @@ def plot_audit(rows: pd.DataFrame, dataset: str, path: Path) -> None:
         ax.axhline(y[sum(models) - 1] - 0.5, color="grey", lw=0.8)
     ax.axvline(50, color="grey", ls=":", lw=1)
     ax.set_yticks(y, labels, fontsize=8)
-    low = min(100 * a.low for column, _, _ in series for a in rows[column] if np.isfinite(a.low))
+    low = min(
+        (100 * a.low for column, _, _ in series for a in rows[column] if np.isfinite(a.low)), default=40
+    )
     ax.set(xlabel="AUROC (%), 95% bootstrap CI", xlim=(min(40, 10 * np.floor(low / 10)), 100))
     ax.set_title(f"{dataset}: AUROC on all test images and on matched pairs", fontsize=10, pad=22)
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
@@ -112,8 +114,8 @@ def audit_dataset(
         "",
         f"* Test images: {n_normal} normal + {n_abnormal} abnormal; statistics at {image_size} px (grey, "
         "bicubic, as the models see them).",
-        "* Matched subsets (each normal, in ascending order of the statistic, takes the nearest unused "
-        f"abnormal within the caliper): {matched}.",
+        "* Matched subsets (greedy nearest-neighbour matching without replacement, closest pairs first, "
+        f"within the caliper): {matched}.",
         "",
     ]
     if (~statistic_rows).any():
