@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -104,6 +105,11 @@ def iter_outputs(model: Any, loader: Any, device: Any = None) -> Iterator[tuple[
             if transform is not None:
                 image = transform(image)
             yield batch, model.model(image)
+
+
+def safe_name(name: str) -> str:
+    """``name`` with everything but letters, digits, ``_.-`` replaced, for file names."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

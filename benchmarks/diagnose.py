@@ -6,7 +6,9 @@
 For every image of ``train/normal``, ``val`` and ``test`` (as the model sees it: read with the
 package reader, grey, :func:`simsid_resize` to 128 px) it computes intensity and texture statistics:
 mean, standard deviation, 5th/95th percentile, dark and bright fractions, mean gradient magnitude,
-Laplacian variance (fine texture) and grey-level entropy. The report gives each statistic per class,
+sharpness (mean absolute difference of neighbouring pixels), Laplacian variance (fine texture) and
+grey-level entropy. :func:`path_statistics` is the one definition the shortcut audit
+(:mod:`benchmarks.audit`) and its statistic baselines use too. The report gives each statistic per class,
 and the AUROC a statistic alone reaches (abnormal vs normal) on validation and test: a statistic far
 from 0.5 is a shortcut a model can pick up, and its direction says which class is darker, smoother...
 
@@ -18,6 +20,8 @@ reconstruction residual per class: what the critic keys on, and how it changes w
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +34,8 @@ from anomalib_simsid.data import read_image
 from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 from benchmarks.common import instantiate
 
-STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "laplacian", "entropy")
+STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "sharpness", "laplacian", "entropy")
+MODEL_SIZE = 128  # the input size of every model in the suite's configs (SimSID's paper size)
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 
 
@@ -49,23 +54,45 @@ def image_statistics(image: torch.Tensor) -> dict[str, float]:
         "dark": (flat < 0.05).float().mean().item(),
         "bright": (flat > 0.95).float().mean().item(),
         "gradient": torch.sqrt(gx**2 + gy**2).mean().item(),
+        # Forward differences, |dx| and |dy| averaged: lower = blurrier (smaller originals, upscaled).
+        "sharpness": 0.5
+        * ((x[0, :, 1:] - x[0, :, :-1]).abs().mean() + (x[0, 1:] - x[0, :-1]).abs().mean()).item(),
         "laplacian": F.conv2d(x[None], _LAPLACIAN).var().item(),
         "entropy": -(nonzero * nonzero.log2()).sum().item(),
     }
 
 
-def folder_statistics(root: str, size: int = 128, data: str = "anomalib_simsid.XRayFolder") -> pd.DataFrame:
+@lru_cache(maxsize=100_000)
+def _file_statistics(path: str, size: int) -> dict[str, float]:
+    image = simsid_resize((size, size))(read_image(path)).mean(dim=0, keepdim=True).clamp(0, 1)
+    return image_statistics(image)
+
+
+def path_statistics(paths: Sequence[str | Path], size: int = MODEL_SIZE) -> pd.DataFrame:
+    """:func:`image_statistics` of each file as a model sees it (package reader, grey, bicubic ``size`` px).
+
+    One row per path, in order; cached per file and size, so repeated audits (every epoch) read each
+    image once.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 128-px tensors: thread start-up costs ~100x the work on a busy CPU
+    try:
+        return pd.DataFrame([_file_statistics(str(path), int(size)) for path in paths], columns=list(STATS))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def folder_statistics(
+    root: str, size: int = MODEL_SIZE, data: str = "anomalib_simsid.XRayFolder"
+) -> pd.DataFrame:
     """One row per image of a chest datamodule's splits: split, label, path and :func:`image_statistics`."""
     samples = instantiate({"class_path": data, "init_args": {"root": root}}).build_samples()
-    resize = simsid_resize((size, size))
-    rows = []
-    for sample in samples.itertuples():
-        image = resize(read_image(sample.image_path)).mean(dim=0, keepdim=True).clamp(0, 1)
-        rows.append(
-            {"split": sample.split, "label": int(sample.label_index), "image_path": sample.image_path}
-            | image_statistics(image)
-        )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame({
+        "split": samples.split.to_numpy(),
+        "label": samples.label_index.astype(int).to_numpy(),
+        "image_path": samples.image_path.to_numpy(),
+    })  # fmt: skip
+    return pd.concat([frame, path_statistics(samples.image_path, size)], axis=1)
 
 
 def statistics_table(stats: pd.DataFrame) -> str:

@@ -6,7 +6,10 @@
 Runs every (model, dataset, seed) of the config and writes to ``output_dir``: ``results.csv`` (one
 row per job and tested checkpoint), ``scores.csv`` (every test image's raw score), ``summary.md``
 (mean ± std over seeds beside the published numbers) and per dataset ``roc_<dataset>.png`` and
-``hist_<dataset>.png``.
+``hist_<dataset>.png``; then the shortcut audit (:mod:`benchmarks.audit`: ``audit.md``, its plot and
+matched file lists). ``statistic_baselines: {image_size, statistics}`` adds "models" with no training
+that score an image by one global statistic (sign chosen on validation), in a block of their own;
+``--models statistics`` runs just them.
 
 Why not ``anomalib benchmark``: it cannot set ``max_epochs``, exits 0 when jobs fail, and its grid
 search breaks when models take different arguments. This is a plain loop instead; each job does

@@ -17,8 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.audit import write_audit
 from benchmarks.common import device_name, write_text_atomic
-from benchmarks.suite.config import expand_jobs, load_config, select_models, set_data_roots
+from benchmarks.diagnose import MODEL_SIZE
+from benchmarks.suite.config import expand_jobs, is_statistic, load_config, select_models, set_data_roots
 from benchmarks.suite.jobs import execute, finished, job_child
 from benchmarks.suite.report import write_report
 
@@ -40,7 +42,9 @@ def _prepare_env(config: dict[str, Any]) -> dict[str, str]:
 
 def _install_backbones(config: dict[str, Any]) -> None:
     """Install the config's offline backbones into ``HF_HUB_CACHE`` when missing (idempotent)."""
-    if not config["backbones"]:
+    run = config.get("run_models")
+    trained = [m for m in config["models"] if not is_statistic(m) and (run is None or m.name in run)]
+    if not config["backbones"] or not trained:  # statistic baselines need no backbone
         return
     cache = os.environ.get("HF_HUB_CACHE")
     if not cache:
@@ -80,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         "--models",
         help="run only these models (comma-separated); the others keep their rows of an earlier "
         "invocation in the output folder when its settings are unchanged, else show as 'not run'",
+    )
+    parser.add_argument(
+        "--keep-changed-rows",
+        action="store_true",
+        help="with --models: keep the other models' earlier rows even where their settings hash differs "
+        "from the config's (the summary lists them), e.g. to add statistic baselines to an old table",
     )
     parser.add_argument(
         "--keep-checkpoints",
@@ -125,11 +135,14 @@ def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
-def _earlier_rows(config: dict[str, Any], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _earlier_rows(
+    config: dict[str, Any], out: Path, keep_changed: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows in ``out`` of the models that ``--models`` leaves out, where their settings are unchanged.
 
     So a slow model can be added to a table of fast ones later (or on other hardware) without rerunning
-    them; rows whose settings hash differs from what the config would run now are dropped.
+    them; rows whose settings hash differs from what the config would run now are dropped, unless
+    ``keep_changed`` (then they are marked ``settings_changed``).
     """
     run_models = config.get("run_models")
     if run_models is None or not (out / "results.csv").is_file():
@@ -137,15 +150,37 @@ def _earlier_rows(config: dict[str, Any], out: Path) -> tuple[pd.DataFrame, pd.D
     others = {**config, "run_models": [m.name for m in config["models"] if m.name not in run_models]}
     hashes = {job.spec_hash for job in expand_jobs(others)}
     results = pd.read_csv(out / "results.csv")
-    if "spec_hash" not in results:  # written before jobs recorded their settings: nothing to match
+    if keep_changed:
+        results = results[~results.model.isin(run_models)]
+        changed = ~results.spec_hash.isin(hashes) if "spec_hash" in results else True
+        results = results.assign(reused=True, settings_changed=changed)
+    elif "spec_hash" not in results:  # written before jobs recorded their settings: nothing to match
         return pd.DataFrame(), pd.DataFrame()
-    results = results[results.spec_hash.isin(hashes)].assign(reused=True)
+    else:
+        results = results[results.spec_hash.isin(hashes)].assign(reused=True)
     if results.empty or not (out / "scores.csv").is_file():
         return results, pd.DataFrame()
     scores = pd.read_csv(out / "scores.csv")
     kept = set(zip(results.dataset, results.model, results.seed, strict=True))
     mask = [key in kept for key in zip(scores.dataset, scores.model, scores.seed, strict=True)]
     return results, scores[mask]
+
+
+def _audit(config: dict[str, Any], out: Path) -> list[str]:
+    """Run the shortcut audit on ``out/scores.csv``; return the failure (for the report), if any."""
+    if not (out / "scores.csv").is_file():
+        return []
+    roots = {d.name: str(d.init_args.get("root", "")) for d in config["datasets"]}
+    size = (config.get("statistic_baselines") or {}).get("image_size", MODEL_SIZE)
+    command = "python -m benchmarks.audit --scores {} {} --image-size {}".format(
+        out / "scores.csv", " ".join(shlex.quote(f"--root={k}={v}") for k, v in roots.items()), size
+    )
+    try:
+        write_audit(out / "scores.csv", roots, out, size, command=command)
+    except (OSError, ValueError) as err:
+        print(f"shortcut audit FAILED: {err}", file=sys.stderr, flush=True)
+        return [f"shortcut audit: {type(err).__name__}: {err}"]
+    return []
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -174,8 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         info = json.loads((out / "run.json").read_text())
-        write_report(config, out, info, info.get("failures", []))
-        return 0
+        failures = _audit(config, out)
+        write_report(config, out, info, info.get("failures", []) + failures)
+        return 1 if failures else 0
 
     env = _prepare_env(config)
     signal.signal(signal.SIGTERM, _interrupt)  # so `kill <suite pid>` also ends the running job's process
@@ -183,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = _run_info(args, config)
     _install_backbones(config)
     jobs = expand_jobs(config, resume=args.resume, keep_checkpoints=args.keep_checkpoints)
-    earlier_results, earlier_scores = _earlier_rows(config, out)
+    earlier_results, earlier_scores = _earlier_rows(config, out, args.keep_changed_rows)
     if not earlier_results.empty:
         print(f"keeping earlier rows of {', '.join(sorted(set(earlier_results.model)))}", flush=True)
     print(f"{len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}", flush=True)
@@ -217,12 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures=failures,
         config=str(args.config),
     )
+    failures += _audit(config, out)
+    info["failures"] = failures
     write_text_atomic(out / "run.json", json.dumps(info, indent=1, default=str))
     write_report(config, out, info, failures)
-    print(f"wrote {out}/results.csv, scores.csv, summary.md", flush=True)
+    print(f"wrote {out}/results.csv, scores.csv, summary.md, audit.md", flush=True)
     if failures:
         print(
-            f"{len(failures)} of {len(jobs)} jobs FAILED:\n  " + "\n  ".join(failures),
+            f"{len(failures)} FAILED ({len(jobs)} jobs):\n  " + "\n  ".join(failures),
             file=sys.stderr,
             flush=True,
         )

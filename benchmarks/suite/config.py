@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from benchmarks.audit.baselines import BASELINE_STATISTICS, PREFIX, StatisticBaseline, label
+from benchmarks.common import safe_name
+
 SEED_TOKEN = "${seed}"
+STATISTICS_ALIAS = "statistics"  # --models statistics: every statistic baseline
 SELECT = ("last", "best_val_auroc")  # checkpoints a model can be tested at; "last" is always tested first
 SELECT_LABEL = {"last": "last", "best_val_auroc": "best val"}
 
@@ -97,6 +100,40 @@ def _check_model(spec: ModelSpec, where: str) -> None:
         raise ValueError(msg)
 
 
+def statistic_models(raw: Any, where: str) -> list[ModelSpec]:
+    """Expand ``statistic_baselines: {image_size, statistics}`` into models named ``stat: <statistic>``."""
+    if not raw:
+        return []
+    if not isinstance(raw, dict) or "image_size" not in raw or set(raw) - {"image_size", "statistics"}:
+        msg = (
+            f"{where}: statistic_baselines must be a mapping with image_size (the models' input size, px) "
+            "and optionally statistics"
+        )
+        raise ValueError(msg)
+    statistics = raw.get("statistics", list(BASELINE_STATISTICS))
+    unknown = sorted(set(statistics) - set(BASELINE_STATISTICS))
+    if unknown:
+        msg = f"{where}: statistic_baselines: unknown {unknown} (allowed: {list(BASELINE_STATISTICS)})"
+        raise ValueError(msg)
+    class_path = f"{StatisticBaseline.__module__}.{StatisticBaseline.__name__}"
+    return [
+        ModelSpec(
+            name=PREFIX + label(statistic),
+            class_path=class_path,
+            init_args={"statistic": statistic, "image_size": int(raw["image_size"])},
+            max_epochs=0,
+            seeds=[0],
+            settings=f"{label(statistic)} of the grey {raw['image_size']}-px image, sign chosen on val",
+        )
+        for statistic in statistics
+    ]
+
+
+def is_statistic(spec: ModelSpec) -> bool:
+    """Whether a model of the config is a statistic baseline."""
+    return spec.class_path == f"{StatisticBaseline.__module__}.{StatisticBaseline.__name__}"
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read and check a suite YAML (see ``benchmarks/configs/smoke.yaml`` for every key)."""
     config = yaml.safe_load(Path(path).read_text())
@@ -108,6 +145,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
             msg = f"{path}: '{key}' must be a non-empty list"
             raise ValueError(msg)
     config["models"] = [ModelSpec(**_fields(ModelSpec, m, f"{path}: model")) for m in config["models"]]
+    config["models"] += statistic_models(config.get("statistic_baselines"), str(path))
     config["datasets"] = [DataSpec(**_fields(DataSpec, d, f"{path}: dataset")) for d in config["datasets"]]
     for spec in config["models"]:
         _check_model(spec, str(path))
@@ -141,8 +179,14 @@ def set_data_roots(config: dict[str, Any], roots: list[str]) -> None:
 
 
 def select_models(config: dict[str, Any], names: str) -> None:
-    """Keep only the models named in ``--models`` (comma-separated); the others show as not run."""
+    """Keep only the models named in ``--models`` (comma-separated); the others show as not run.
+
+    ``statistics`` stands for every statistic baseline of the config.
+    """
     wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if STATISTICS_ALIAS in wanted:
+        wanted.remove(STATISTICS_ALIAS)
+        wanted += [m.name for m in config["models"] if is_statistic(m)]
     known = [m.name for m in config["models"]]
     unknown = sorted(set(wanted) - set(known))
     if unknown:
@@ -159,11 +203,6 @@ def _substitute(value: Any, seed: int) -> Any:
     if isinstance(value, list):
         return [_substitute(v, seed) for v in value]
     return value
-
-
-def safe_name(name: str) -> str:
-    """``name`` with everything but letters, digits, ``_.-`` replaced, for file names."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def expand_jobs(config: dict[str, Any], resume: bool = False, keep_checkpoints: bool = False) -> list[Job]:

@@ -1,4 +1,4 @@
-"""One benchmark job: fit a model, test it at the selected checkpoint(s), in a subprocess or inline."""
+"""One benchmark job: set up, fit, test each selected checkpoint, write; in a subprocess or inline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import resource
 import shutil
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.audit.baselines import StatisticBaseline
 from benchmarks.common import device_name, instantiate, iter_outputs, run_module, write_text_atomic
 from benchmarks.suite.config import Job, ModelSpec
 from benchmarks.suite.metrics import image_metrics
@@ -134,28 +135,55 @@ def _checkpoint_callback(spec: ModelSpec, ckpt_dir: Path, keep: bool) -> Any:
     return ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=save_last)
 
 
-def run_job(job: Job) -> list[dict[str, Any]]:
-    """Fit one (model, dataset, seed) and test every selected checkpoint of that one run.
+@dataclass
+class _Fitted:
+    """What testing needs from one training run."""
 
-    Returns one result per checkpoint ("last" first: the model in memory when training stopped, then
-    the best validation AUROC, loaded from disk) and writes them to ``result.json``; every test
-    image's score goes to ``scores.csv``.
-    """
+    model: Any
+    datamodule: Any
+    checkpoint: Any
+    last: Path
+    history: list[dict[str, Any]]
+    common: dict[str, Any]  # the columns every result row of this run shares
+
+
+def _setup(job: Job, spec: ModelSpec) -> tuple[Any, Any]:
+    """Seed, set threads, build the datamodule and the model from their class paths."""
     import torch
-    from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
-    job_dir = Path(job.job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    spec = ModelSpec(**job.model)
-    _log(job.job_id, f"start: {spec.class_path} {spec.init_args} max_epochs={spec.max_epochs}")
-    started = time.perf_counter()
     if job.torch_threads:
         torch.set_num_threads(int(job.torch_threads))
     seed_everything(job.seed, workers=True, verbose=False)
     datamodule = instantiate({"class_path": job.dataset["class_path"], "init_args": job.dataset["init_args"]})
-    model = instantiate({"class_path": spec.class_path, "init_args": spec.init_args})
+    return datamodule, instantiate({"class_path": spec.class_path, "init_args": spec.init_args})
 
+
+def _common(job: Job, spec: ModelSpec, datamodule: Any, **run: Any) -> dict[str, Any]:
+    """Columns every result row of a job shares: identity, sizes, training budget and device."""
+    import torch
+
+    return {
+        "dataset": job.dataset["name"],
+        "model": spec.name,
+        "seed": job.seed,
+        "n_train": len(datamodule.train_data),
+        "n_val": len(datamodule.val_data),
+        **run,
+        "accelerator": job.accelerator,
+        "device": device_name(job.accelerator),
+        "torch_threads": torch.get_num_threads(),
+        "settings": spec.settings,
+        "spec_hash": job.spec_hash,
+    }
+
+
+def _fit(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> _Fitted:
+    """Fit with validation at every epoch end, resuming from ``last.ckpt`` when asked and present."""
+    import torch
+    from anomalib.engine import Engine
+
+    job_dir = Path(job.job_dir)
     ckpt_dir = job_dir / "checkpoints"
     checkpoint = _checkpoint_callback(spec, ckpt_dir, job.keep_checkpoints)
     last = ckpt_dir / "last.ckpt"
@@ -188,97 +216,172 @@ def run_job(job: Job) -> list[dict[str, Any]]:
         torch.cuda.reset_peak_memory_stats()
     fit_start = time.perf_counter()
     engine.fit(model=model, datamodule=datamodule, ckpt_path=resume_from)
-    fit_s = prior_fit_s + time.perf_counter() - fit_start
     trainer = engine.trainer
-    epochs_run, global_step, max_epochs = trainer.current_epoch, trainer.global_step, trainer.max_epochs
     if job.keep_checkpoints:  # the true last state (a max_time stop can fall between epoch ends)
         trainer.save_checkpoint(last)
+    common = _common(
+        job, spec, datamodule,
+        max_epochs=trainer.max_epochs,
+        max_time=str(spec.trainer.get("max_time", "")),
+        epochs_run=trainer.current_epoch,
+        global_steps=trainer.global_step,
+        fit_s=prior_fit_s + time.perf_counter() - fit_start,
+        resumed=resume_from is not None,
+        val_history=json.dumps(history),
+    )  # fmt: skip
+    return _Fitted(model, datamodule, checkpoint, last, history, common)
 
+
+def _select(job: Job, run: _Fitted, select: str) -> dict[str, Any]:
+    """Put the model of ``select`` in place ("last": as trained; else the best checkpoint from disk)."""
+    import torch
+
+    if select == "last":
+        return {
+            "selected_epoch": run.common["epochs_run"] - 1,
+            "selected_step": run.common["global_steps"],
+            "selected_val_AUROC": run.history[-1].get("image_AUROC", math.nan) if run.history else math.nan,
+            "checkpoint_path": str(run.last) if job.keep_checkpoints else "",
+        }
+    if not run.checkpoint.best_model_path:
+        msg = "select=best_val_auroc but no checkpoint was saved (did any validation run?)"
+        raise RuntimeError(msg)
+    state = torch.load(run.checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    run.model.load_state_dict(state["state_dict"])
+    return {
+        "selected_epoch": int(state["epoch"]),
+        "selected_step": int(state["global_step"]),
+        "selected_val_AUROC": float(run.checkpoint.best_model_score),
+        "checkpoint_path": run.checkpoint.best_model_path if job.keep_checkpoints else "",
+    }
+
+
+def _score_frame(
+    job: Job, spec: ModelSpec, select: str, paths: list[str], labels: Any, scores: Any
+) -> pd.DataFrame:
+    """Every test image's raw score; paths relative to the dataset root (``benchmarks.audit`` reads them)."""
+    return pd.DataFrame({
+        "dataset": job.dataset["name"],
+        "model": spec.name,
+        "entry": spec.entry(select),
+        "select": select,
+        "seed": job.seed,
+        "image": [_relative(p, job.dataset["init_args"].get("root", "")) for p in paths],
+        "label": np.asarray(labels).astype(int),
+        "score": scores,
+    })  # fmt: skip
+
+
+def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the test set with the model of ``select``: one result row and the per-image scores."""
+    import torch
+
+    selected = _select(job, run, select)
+    _log(
+        job.job_id,
+        f"testing {select}: epoch {selected['selected_epoch']}, "
+        f"val AUROC {selected['selected_val_AUROC']:.4f}",
+    )
     device = torch.device(
         "cuda" if job.accelerator in {"gpu", "cuda"} and torch.cuda.is_available() else "cpu"
     )
-    common = {
-        "dataset": job.dataset["name"],
-        "model": spec.name,
-        "seed": job.seed,
-        "n_train": len(datamodule.train_data),
-        "n_val": len(datamodule.val_data),
-        "max_epochs": max_epochs,
-        "max_time": str(spec.trainer.get("max_time", "")),
-        "epochs_run": epochs_run,
-        "global_steps": global_step,
-        "fit_s": fit_s,
-        "resumed": resume_from is not None,
-        "val_history": json.dumps(history),
-        "accelerator": job.accelerator,
-        "device": device_name(job.accelerator),
-        "torch_threads": torch.get_num_threads(),
-        "settings": spec.settings,
-        "spec_hash": job.spec_hash,
+    model = run.model.to(device).eval()
+    scores, labels, paths, test_s = _raw_scores(model, run.datamodule.test_dataloader(), device)
+    threshold = float(model.post_processor.image_threshold) if model.post_processor else math.nan
+    metrics = image_metrics(labels, scores, threshold)
+    latency = _latency_ms(model, run.datamodule.test_data, job.latency_images, device)
+    _log(
+        job.job_id,
+        f"{select}: AUROC {metrics['image_AUROC']:.4f}, F1 {metrics['image_F1']:.4f}, "
+        f"fit {run.common['fit_s']:.0f} s, latency {latency:.1f} ms",
+    )
+    result = {
+        **run.common,
+        "entry": spec.entry(select),
+        "select": select,
+        **metrics,
+        "n_test": len(labels),
+        "n_test_anomalous": int(labels.sum()),
+        **selected,
+        "test_s": test_s,
+        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
+        "latency_ms": latency,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else math.nan,
     }
-    results, score_frames = [], []
-    for select in spec.selects:
-        if select == "last":
-            selected_epoch, selected_step = epochs_run - 1, global_step
-            selected_val = history[-1].get("image_AUROC", math.nan) if history else math.nan
-            kept = str(last) if job.keep_checkpoints else ""
-        else:
-            if not checkpoint.best_model_path:
-                msg = "select=best_val_auroc but no checkpoint was saved (did any validation run?)"
-                raise RuntimeError(msg)
-            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["state_dict"])
-            selected_epoch, selected_step = int(state["epoch"]), int(state["global_step"])
-            selected_val = float(checkpoint.best_model_score)
-            kept = checkpoint.best_model_path if job.keep_checkpoints else ""
-        _log(job.job_id, f"testing {select}: epoch {selected_epoch}, val AUROC {selected_val:.4f}")
-        model = model.to(device).eval()
-        scores, labels, paths, test_s = _raw_scores(model, datamodule.test_dataloader(), device)
-        threshold = float(model.post_processor.image_threshold) if model.post_processor else math.nan
-        metrics = image_metrics(labels, scores, threshold)
-        latency = _latency_ms(model, datamodule.test_data, job.latency_images, device)
-        score_frames.append(
-            pd.DataFrame({
-                "dataset": job.dataset["name"],
-                "model": spec.name,
-                "entry": spec.entry(select),
-                "select": select,
-                "seed": job.seed,
-                "image": [_relative(p, job.dataset["init_args"].get("root", "")) for p in paths],
-                "label": labels.astype(int),
-                "score": scores,
-            })
-        )  # fmt: skip
-        results.append({
-            **common,
-            "entry": spec.entry(select),
-            "select": select,
-            **metrics,
-            "n_test": len(labels),
-            "n_test_anomalous": int(labels.sum()),
-            "selected_epoch": selected_epoch,
-            "selected_step": selected_step,
-            "selected_val_AUROC": selected_val,
-            "test_s": test_s,
-            "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
-            "latency_ms": latency,
-            "checkpoint_path": kept,
-        })  # fmt: skip
-        _log(
-            job.job_id,
-            f"{select}: AUROC {metrics['image_AUROC']:.4f}, F1 {metrics['image_F1']:.4f}, fit {fit_s:.0f} s, "
-            f"latency {latency:.1f} ms",
-        )
+    return result, _score_frame(job, spec, select, paths, labels, scores)
+
+
+def _statistic(
+    job: Job, spec: ModelSpec, datamodule: Any, baseline: StatisticBaseline
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the test set by a statistic baseline (no training; its sign chosen on validation)."""
+    datamodule.prepare_data()
+    datamodule.setup()
+    val, test = datamodule.val_data.samples, datamodule.test_data.samples
+    val_auroc = baseline.fit(list(val.image_path), val.label_index.to_numpy())
+    start = time.perf_counter()
+    scores = baseline.score(list(test.image_path))
+    test_s = time.perf_counter() - start
+    labels = test.label_index.to_numpy().astype(int)
+    metrics = image_metrics(labels, scores, math.nan)
+    _log(
+        job.job_id,
+        f"sign {baseline.sign:+.0f} (val AUROC {val_auroc:.4f}): test AUROC {metrics['image_AUROC']:.4f}",
+    )
+    common = _common(
+        job, spec, datamodule, max_epochs=0, max_time="", epochs_run=0, global_steps=0, fit_s=0.0,
+        resumed=False, val_history="[]",
+    )  # fmt: skip
+    result = {
+        **common,
+        "entry": spec.entry("last"),
+        "select": "last",
+        **metrics,
+        "n_test": len(labels),
+        "n_test_anomalous": int(labels.sum()),
+        "selected_epoch": math.nan,
+        "selected_step": math.nan,
+        "selected_val_AUROC": val_auroc,
+        "statistic_sign": baseline.sign,
+        "test_s": test_s,
+        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
+        "latency_ms": 1000 * test_s / max(len(labels), 1),
+        "checkpoint_path": "",
+        "peak_cuda_mb": math.nan,
+    }
+    return result, _score_frame(job, spec, "last", list(test.image_path), labels, scores)
+
+
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """Fit one (model, dataset, seed) and test every selected checkpoint of that one run.
+
+    Returns one result per checkpoint ("last" first: the model in memory when training stopped, then
+    the best validation AUROC, loaded from disk) and writes them to ``result.json``; every test
+    image's score goes to ``scores.csv``. A statistic baseline is not trained: one row, sign chosen
+    on validation.
+    """
+    job_dir = Path(job.job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec = ModelSpec(**job.model)
+    _log(job.job_id, f"start: {spec.class_path} {spec.init_args} max_epochs={spec.max_epochs}")
+    started = time.perf_counter()
+    datamodule, model = _setup(job, spec)
+    if isinstance(model, StatisticBaseline):
+        tested = [_statistic(job, spec, datamodule, model)]
+    else:
+        run = _fit(job, spec, datamodule, model)
+        tested = [_test(job, spec, run, select) for select in spec.selects]
     peak = {
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else math.nan,
         "job_s": time.perf_counter() - started,
     }
-    results = [{**r, **peak} for r in results]
+    results = [{**result, **peak} for result, _ in tested]
     write_text_atomic(
-        job_dir / "scores.csv", pd.concat(score_frames).to_csv(index=False, float_format="%.7g")
+        job_dir / "scores.csv",
+        pd.concat([frame for _, frame in tested]).to_csv(index=False, float_format="%.7g"),
     )
     write_text_atomic(job_dir / "result.json", json.dumps(results, indent=1, default=float))
+    ckpt_dir = job_dir / "checkpoints"
     if ckpt_dir.exists() and not job.keep_checkpoints:  # multi-hundred-MB files, scored already
         shutil.rmtree(ckpt_dir)
     return results

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import write_text_atomic
-from benchmarks.suite.config import ModelSpec, safe_name
+from benchmarks.suite.config import ModelSpec, is_statistic, safe_name
 
 
 def entries(models: Sequence[ModelSpec]) -> list[str]:
@@ -127,6 +127,26 @@ def summary_table(
     return head + "\n".join(rows) + "\n"
 
 
+def statistic_table(results: pd.DataFrame, dataset: str, models: Sequence[ModelSpec]) -> str:
+    """Markdown: one row per statistic baseline: the sign chosen on validation, val and test AUROC (%)."""
+    out = (
+        "| statistic (no training) | sign (chosen on val) | val AUROC | test AUROC | AUPR | Acc (oracle) "
+        "| F1 (oracle) |\n|---|---|---|---|---|---|---|\n"
+    )
+    for spec in models:
+        r = results[(results.dataset == dataset) & (results.entry == spec.name)] if len(results) else results
+        if r.empty:
+            out += f"| {spec.name} | not run |{' |' * 5}\n"
+            continue
+        x = r.iloc[0]
+        sign = "higher = abnormal" if x.get("statistic_sign", 1) > 0 else "lower = abnormal"
+        out += (
+            f"| {spec.name} | {sign} | {_fmt(r.selected_val_AUROC)} | **{_fmt(r.image_AUROC)}** "
+            f"| {_fmt(r.image_AUPR)} | {_fmt(r.oracle_accuracy)} | {_fmt(r.oracle_F1)} |\n"
+        )
+    return out
+
+
 def published_table(published: list[dict[str, Any]], dataset: str) -> str:
     """Markdown of the published numbers the config lists for ``dataset`` (labelled as published)."""
     rows = [p for p in published if p.get("dataset") == dataset]
@@ -209,7 +229,9 @@ def write_report(config: dict[str, Any], out: Path, run_info: dict[str, Any], fa
     results = pd.read_csv(out / "results.csv") if (out / "results.csv").is_file() else pd.DataFrame()
     scores = pd.read_csv(out / "scores.csv") if (out / "scores.csv").is_file() else pd.DataFrame()
     results, scores = normalise(results, config["models"]), normalise(scores, config["models"])
-    names = entries(config["models"])
+    models = [m for m in config["models"] if not is_statistic(m)]
+    statistics = [m for m in config["models"] if is_statistic(m)]
+    names = entries(models)
     lines = [f"# Benchmark `{config['name']}`", ""]
     lines += [
         f"* Command: `{run_info['command']}`",
@@ -239,22 +261,50 @@ def write_report(config: dict[str, Any], out: Path, run_info: dict[str, Any], fa
     ]
     if "reused" in results and results.reused.fillna(False).astype(bool).any():
         reused = results[results.reused.fillna(False).astype(bool)]
-        lines += [
-            f"* Reused from an earlier invocation (same settings hash; --resume, or a model left out by "
-            f"--models): "
-            f"{', '.join(dict.fromkeys(f'{x.model} seed {x.seed}' for x in reused.itertuples()))}",
-            "",
-        ]
+        changed = (
+            reused.settings_changed.fillna(False).astype(bool)
+            if "settings_changed" in reused
+            else pd.Series(False, index=reused.index)
+        )
+        same, kept = reused[~changed], reused[changed]
+
+        def who(rows: pd.DataFrame) -> str:
+            return ", ".join(dict.fromkeys(f"{x.model} seed {x.seed}" for x in rows.itertuples()))
+
+        if not same.empty:
+            lines.append(
+                "* Reused from an earlier invocation (same settings hash; --resume, or a model left out by "
+                f"--models): {who(same)}"
+            )
+        if not kept.empty:
+            lines.append(
+                "* Kept from an earlier invocation although the config's settings for them changed since "
+                f"(--keep-changed-rows; their settings hash differs): {who(kept)}"
+            )
+        lines.append("")
     if failures:
         lines += ["## FAILED jobs", "", *[f"* {f}" for f in failures], ""]
     for data in config["datasets"]:
         lines += [f"## {data.name}", "", "Measured by this suite:", ""]
-        lines.append(summary_table(results, data.name, config["models"], config["seeds"]))
+        lines.append(summary_table(results, data.name, models, config["seeds"]))
+        if statistics:
+            lines += [
+                "Statistic baselines, not models (no training: one global statistic of each image at the "
+                "models' input size, the sign that ranks abnormal higher on validation):",
+                "",
+                statistic_table(results, data.name, statistics),
+            ]
+        if (out / "audit.md").is_file():
+            lines += [
+                "Shortcut audit (AUROC with 95% CIs on all test images and on pairs matched on sharpness "
+                "and mean intensity): [audit.md](audit.md).",
+                "",
+            ]
         pub = published_table(config["published"], data.name)
         if pub:
             lines += ["Published (not measured here; other code, splits and budgets):", "", pub]
         lines += ["Settings:", ""]
-        for m in config["models"]:
+        for m in models:
             seeds = m.seeds if m.seeds is not None else config["seeds"]
             lines.append(
                 f"* **{m.name}** (`{m.class_path}`, {budget(m, seeds)}, tested at {', '.join(m.selects)}): "

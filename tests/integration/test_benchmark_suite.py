@@ -24,7 +24,7 @@ PREPROCESS = {"class_path": "anomalib_simsid.backbones.timm_pre_processor", "ini
 NO_AUGMENTATION = {"train_augmentations": {"class_path": "torchvision.transforms.v2.Identity"}}
 
 
-def _config(tmp_path, digit_root, models) -> str:
+def _config(tmp_path, digit_root, models, **extra) -> str:
     config = {
         "name": "ci",
         "output_dir": str(tmp_path / "out"),
@@ -45,6 +45,7 @@ def _config(tmp_path, digit_root, models) -> str:
             }
         ],
         "models": models,
+        **extra,
     }
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -75,26 +76,37 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
          "init_args": {"backbone": "resnet18", "layers": ["layer2", "layer3"], "pre_trained": False,
                        "coreset_sampling_ratio": 0.1, "pre_processor": resnet}},
     ]  # fmt: skip
-    done = _run(_config(tmp_path, digit_root, models), "--inline")
+    stats = {"image_size": 64, "statistics": ["sharpness"]}
+    done = _run(_config(tmp_path, digit_root, models, statistic_baselines=stats), "--inline")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     out = tmp_path / "out"
     results = pd.read_csv(out / "results.csv")
-    expected = {("SimSID", 0), ("PaDiM", 0), ("PaDiM", 1), ("PatchCore", 0)}
+    expected = {("SimSID", 0), ("PaDiM", 0), ("PaDiM", 1), ("PatchCore", 0), ("stat: sharpness", 0)}
     assert set(zip(results.model, results.seed, strict=True)) == expected
     assert (results.dataset == "DigitAnatomy").all()
+    trained = results[results.model != "stat: sharpness"]
     for column in ("image_AUROC", "image_AUPR", "image_F1", "image_accuracy", "oracle_accuracy", "oracle_F1",
                    "val_threshold", "fit_s", "latency_ms", "peak_rss_mb"):  # fmt: skip
-        assert np.isfinite(results[column]).all(), column
+        assert np.isfinite(trained[column]).all(), column
     assert results.image_AUROC.between(0, 1).all()
     assert (results.n_test == 2 * TINY_DATA["num_test"]).all()
-    assert (results.epochs_run == 1).all()
+    assert (trained.epochs_run == 1).all()
+    stat = results[results.model == "stat: sharpness"].iloc[0]
+    assert stat.epochs_run == 0
+    assert stat.statistic_sign in (-1, 1)
 
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == len(expected) * 2 * TINY_DATA["num_test"]
     summary = (out / "summary.md").read_text()
     assert "| PaDiM | 2 (0, 1) |" in summary
     assert "oracle" in summary
+    assert "| stat: sharpness |" in summary.split("Statistic baselines, not models")[1]
+    assert "| stat: sharpness |" not in summary.split("Statistic baselines, not models")[0]
+    audit = (out / "audit.md").read_text()
+    assert "| model | seed | test AUROC | 95% CI | sharpness-matched AUROC |" in audit
+    assert (out / "audit_DigitAnatomy.png").is_file()
+    assert (out / "matched_DigitAnatomy_sharpness.csv").is_file()
     for name in ("roc_DigitAnatomy.png", "hist_DigitAnatomy.png"):
         assert (out / name).stat().st_size > 10_000
     assert not list((tmp_path / "work").rglob("*.ckpt")), "checkpoints are deleted once scored by default"

@@ -13,7 +13,7 @@ import yaml
 from benchmarks.common import instantiate, write_text_atomic
 from benchmarks.suite.cli import _earlier_rows
 from benchmarks.suite.config import ModelSpec, expand_jobs, load_config, select_models, set_data_roots
-from benchmarks.suite.report import _threads, budget, summary_table, write_report
+from benchmarks.suite.report import _threads, budget, statistic_table, summary_table, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "benchmarks" / "configs"
@@ -181,3 +181,64 @@ def test_write_text_atomic_leaves_no_temporary_file(tmp_path):
     write_text_atomic(target, '{"a": 1}')
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_statistic_baselines_expand_into_models_and_models_statistics_selects_them(tmp_path):
+    config = load_config(CONFIGS / "zhanglab.yaml")
+    stats = [m for m in config["models"] if m.class_path == "benchmarks.audit.baselines.StatisticBaseline"]
+    assert [m.name for m in stats] == [
+        "stat: mean intensity", "stat: std", "stat: sharpness", "stat: p05", "stat: p95", "stat: entropy",
+    ]  # fmt: skip
+    assert all(m.init_args["image_size"] == 128 and m.seeds == [0] for m in stats)
+    built = instantiate({"class_path": stats[2].class_path, "init_args": stats[2].init_args})
+    assert (built.statistic, built.image_size) == ("sharpness", 128)
+    select_models(config, "statistics,SimSID")
+    assert sorted(j.model["name"] for j in expand_jobs(config)) == sorted(
+        [m.name for m in stats] + ["SimSID"]
+    )
+
+    bad = _write(tmp_path, [{"name": "m", "class_path": "x.Z"}])
+    raw = yaml.safe_load(bad.read_text())
+    bad.write_text(
+        yaml.safe_dump({**raw, "statistic_baselines": {"image_size": 64, "statistics": ["contrast"]}})
+    )
+    with pytest.raises(ValueError, match=r"statistic_baselines: unknown \['contrast'\]"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump({**raw, "statistic_baselines": {"statistics": ["mean"]}}))
+    with pytest.raises(ValueError, match="must be a mapping with image_size"):
+        load_config(bad)
+
+
+def test_statistic_baselines_get_a_block_of_their_own_in_the_summary():
+    config = load_config(CONFIGS / "adult_cxr.yaml")
+    models = [m for m in config["models"] if m.name.startswith("stat: ")]
+    row = {**_row("stat: sharpness", "last", 0, 0.724), "selected_val_AUROC": 0.744, "statistic_sign": -1.0}
+    results = pd.DataFrame([row, _row("PaDiM", "last", 0, 0.8)])
+    table = statistic_table(results, "d", models).splitlines()
+    assert table[0].startswith("| statistic (no training) | sign (chosen on val) | val AUROC | test AUROC |")
+    assert "| stat: sharpness | lower = abnormal | 74.4 | **72.4** | 50.0 | 60.0 | 60.0 |" in table
+    assert "| stat: mean intensity | not run |" in "\n".join(table)
+    assert "PaDiM" not in "\n".join(table)
+    trained = [m for m in config["models"] if not m.name.startswith("stat: ")]
+    assert "stat:" not in summary_table(results, "d", trained, [0])
+
+
+def test_keep_changed_rows_keeps_and_marks_rows_of_other_settings(tmp_path):
+    """``--models statistics --keep-changed-rows`` adds the baselines to a table run under older settings."""
+    config = load_config(CONFIGS / "adult_cxr.yaml")
+    hashes = {j.model["name"]: j.spec_hash for j in expand_jobs(config)}
+    rows = [
+        {**_row("PaDiM", "last", 0, 0.8), "spec_hash": hashes["PaDiM"]},
+        {**_row("PatchCore", "last", 0, 0.7), "spec_hash": "stale"},
+        {**_row("stat: std", "last", 0, 0.6), "spec_hash": "stale"},  # runs now: replaced
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    pd.DataFrame(
+        [{"dataset": "d", "model": r["model"], "seed": 0, "label": 1, "score": 0.0} for r in rows]
+    ).to_csv(tmp_path / "scores.csv", index=False)
+    select_models(config, "statistics")
+    assert list(_earlier_rows(config, tmp_path)[0].model) == ["PaDiM"]
+    results, scores = _earlier_rows(config, tmp_path, keep_changed=True)
+    assert list(results.model) == ["PaDiM", "PatchCore"]
+    assert list(results.settings_changed) == [False, True]
+    assert set(scores.model) == {"PaDiM", "PatchCore"}

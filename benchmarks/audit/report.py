@@ -1,0 +1,176 @@
+"""``audit.md``, the AUROC plot (all images against matched, with CIs) and the matched file lists."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.audit.baselines import BASELINE_STATISTICS, is_statistic_entry, label
+from benchmarks.audit.core import MATCH_STATISTICS, audit_rows, image_table, pairs_table, read_per_image
+from benchmarks.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc
+from benchmarks.common import safe_name, write_text_atomic
+from benchmarks.diagnose import MODEL_SIZE
+
+COLUMN = {"sharpness": "sharpness-matched AUROC", "mean": "intensity-matched AUROC"}
+RHOS = [f"rho {label(s)}" for s in BASELINE_STATISTICS]
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.1f}"
+
+
+def _ci(auroc: Auroc) -> str:
+    return "n/a" if not np.isfinite(auroc.low) else f"{_pct(auroc.low)}-{_pct(auroc.high)}"
+
+
+def audit_table(rows: pd.DataFrame) -> str:
+    """Markdown: one line per row of :func:`audit_rows` (AUROC in %, 95 % CIs, Spearman ρ)."""
+    head = ["model", "seed", "test AUROC", "95% CI"]
+    for statistic in MATCH_STATISTICS:
+        head += [COLUMN[statistic], "95% CI"]
+    lines = ["| " + " | ".join(head + RHOS) + " |", "|" + "---|" * (len(head) + len(RHOS))]
+    for _, row in rows.iterrows():
+        cells = [str(row.model), str(row.seed), _pct(row.test.value), _ci(row.test)]
+        for statistic in MATCH_STATISTICS:
+            cells += [_pct(row[statistic].value), _ci(row[statistic])]
+        cells += [f"{row[rho]:+.2f}" for rho in RHOS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_audit(rows: pd.DataFrame, dataset: str, path: Path) -> None:
+    """One line per row: test AUROC on all images and on each matched subset, with 95 % CIs."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.model} (seed {r.seed})" for r in rows.itertuples()]
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.42 * len(rows)))
+    y = np.arange(len(rows))[::-1].astype(float)
+    series = [("test", "all test images", "black")] + [
+        (s, COLUMN[s].replace(" AUROC", ""), c)
+        for s, c in zip(MATCH_STATISTICS, ("tab:red", "tab:blue"), strict=True)
+    ]
+    for k, (column, name, color) in enumerate(series):
+        values = rows[column].tolist()
+        centre = np.array([100 * a.value for a in values])
+        error = np.array([[100 * (a.value - a.low), 100 * (a.high - a.value)] for a in values]).T
+        offset = y + 0.22 * (1 - k)
+        ax.errorbar(
+            centre, offset, xerr=np.nan_to_num(error), fmt="o", ms=4, color=color, capsize=2, label=name
+        )
+    models = [not is_statistic_entry(m) for m in rows.model]
+    if any(models) and not all(models):  # a line between the models and the statistic baselines
+        ax.axhline(y[sum(models) - 1] - 0.5, color="grey", lw=0.8)
+    ax.axvline(50, color="grey", ls=":", lw=1)
+    ax.set_yticks(y, labels, fontsize=8)
+    low = min(
+        (100 * a.low for column, _, _ in series for a in rows[column] if np.isfinite(a.low)), default=40
+    )
+    ax.set(xlabel="AUROC (%), 95% bootstrap CI", xlim=(min(40, 10 * np.floor(low / 10)), 100))
+    ax.set_title(f"{dataset}: AUROC on all test images and on matched pairs", fontsize=10, pad=22)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def audit_dataset(
+    scores: pd.DataFrame,
+    dataset: str,
+    root: str | Path,
+    out: Path,
+    image_size: int = MODEL_SIZE,
+    caliper_sd: float = CALIPER_SD,
+    draws: int = DRAWS,
+    seed: int = SEED,
+) -> list[str]:
+    """Audit one dataset's rows; write its matched lists and plot into ``out``; return its markdown."""
+    table = read_per_image(scores)
+    images = image_table(table, root, image_size, where=f"scores of {dataset}")
+    pairs = {s: pairs_table(images, s, caliper_sd) for s in MATCH_STATISTICS}
+    for statistic, matched in pairs.items():
+        name = f"matched_{safe_name(dataset)}_{statistic}.csv"
+        write_text_atomic(out / name, matched.to_csv(index=False, float_format="%.6g"))
+    rows = audit_rows(scores, images, pairs, draws, seed)
+    statistic_rows = rows.model.map(is_statistic_entry)
+    rows = pd.concat([rows[~statistic_rows], rows[statistic_rows]], ignore_index=True)
+    plot = f"audit_{safe_name(dataset)}.png"
+    plot_audit(rows, dataset, out / plot)
+    n_normal, n_abnormal = int((images.label == 0).sum()), int((images.label == 1).sum())
+    sd = images[list(MATCH_STATISTICS)].std(ddof=1)
+    matched = "; ".join(
+        f"{label(s)}: {len(p)} pairs (caliper {caliper_sd} SD = {caliper_sd * sd[s]:.4g}), "
+        f"`matched_{safe_name(dataset)}_{s}.csv`"
+        for s, p in pairs.items()
+    )
+    lines = [
+        f"## {dataset}",
+        "",
+        f"* Test images: {n_normal} normal + {n_abnormal} abnormal; statistics at {image_size} px (grey, "
+        "bicubic, as the models see them).",
+        "* Matched subsets (greedy nearest-neighbour matching without replacement, closest pairs first, "
+        f"within the caliper): {matched}.",
+        "",
+    ]
+    if (~statistic_rows).any():
+        lines += ["### Models", "", audit_table(rows[~rows.model.map(is_statistic_entry)]), ""]
+    if statistic_rows.any():
+        lines += [
+            "### Statistic baselines (no training: one global statistic of the image, sign chosen on "
+            "validation)",
+            "",
+            audit_table(rows[rows.model.map(is_statistic_entry)]),
+            "",
+        ]
+    return [*lines, f"![audit]({plot})", ""]
+
+
+def write_audit(
+    scores_csv: str | Path,
+    roots: Mapping[str, str | Path],
+    out: str | Path | None = None,
+    image_size: int = MODEL_SIZE,
+    caliper_sd: float = CALIPER_SD,
+    draws: int = DRAWS,
+    seed: int = SEED,
+    command: str = "",
+) -> Path:
+    """Audit every dataset of a suite ``scores.csv`` (``roots``: dataset name -> root); write ``audit.md``."""
+    scores_csv = Path(scores_csv)
+    out = Path(out) if out is not None else scores_csv.parent
+    out.mkdir(parents=True, exist_ok=True)
+    scores = pd.read_csv(scores_csv)
+    for column in ("dataset", "model", "seed"):
+        if column not in scores:
+            msg = (
+                f"{scores_csv}: missing column {column!r}; expected a scores.csv written by benchmarks.suite"
+            )
+            raise ValueError(msg)
+    missing = sorted(set(scores.dataset) - set(roots))
+    if missing:
+        msg = f"{scores_csv}: no dataset root given for {missing} (--root DATASET=PATH)"
+        raise ValueError(msg)
+    lines = [
+        "# Shortcut audit",
+        "",
+        f"Command: `{command or 'python -m benchmarks.audit --scores ' + str(scores_csv)}`",
+        "",
+        "Does a score follow the disease or the acquisition? AUROC in %, on all test images and on "
+        "subsets of normal/abnormal pairs of equal sharpness (mean absolute difference of neighbouring "
+        "pixels) or equal mean intensity, on which those statistics are at chance. 95% CI: percentile "
+        f"bootstrap, {draws:,} draws, seed {seed} (all images: resampled within each class; matched: pairs "
+        "resampled), the same draws for every row. rho: Spearman correlation of the score with each "
+        "statistic on all test images.",
+        "",
+    ]
+    for dataset, part in scores.groupby("dataset", sort=False):
+        lines += audit_dataset(part, str(dataset), roots[dataset], out, image_size, caliper_sd, draws, seed)
+    path = out / "audit.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path
