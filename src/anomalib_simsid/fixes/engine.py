@@ -12,8 +12,7 @@ import inspect
 import os
 import pickle
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +23,8 @@ from anomalib import LearningType
 from anomalib_simsid.models import SimSID
 from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError, check_structure
 from anomalib_simsid.models.simsid.resume import RUN_DIR_KEY
+
+from .predict import package_reader
 
 Fix = Callable[[Callable[..., Any], Any, dict[str, Any]], Any]
 
@@ -251,25 +252,10 @@ def apply_run_folders(module: ModuleType) -> None:
 # ---------------------------------------------------------------------------------- predict reader
 
 
-@contextmanager
-def _package_reader() -> Iterator[None]:
-    """Point ``anomalib.data.predict`` at the package's file discovery and reader, then back."""
-    import anomalib.data.predict as predict
-
-    from .predict import find_images, read_predict_image
-
-    saved = predict.get_image_filenames, predict.read_image
-    predict.get_image_filenames, predict.read_image = find_images, read_predict_image
-    try:
-        yield
-    finally:
-        predict.get_image_filenames, predict.read_image = saved
-
-
 def _predict_with_package_reader(call: Callable[[], Any], _engine: Any, arguments: dict[str, Any]) -> Any:
     if arguments.get("data_path") is None:
         return call()
-    with _package_reader():
+    with package_reader():
         return call()
 
 

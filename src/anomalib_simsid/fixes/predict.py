@@ -10,6 +10,8 @@ imported for this with the functions below, and puts anomalib's back afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,16 @@ def read_predict_image(path: str | Path, as_tensor: bool = False) -> torch.Tenso
     """Read like anomalib's ``read_image`` (``(3, H, W)`` tensor or ``(H, W, 3)`` array), 16-bit safe."""
     image = read_image(path)
     return image if as_tensor else image.permute(1, 2, 0).numpy()
+
+
+@contextmanager
+def package_reader() -> Iterator[None]:
+    """Point ``anomalib.data.predict`` at :func:`find_images` and :func:`read_predict_image`, then back."""
+    import anomalib.data.predict as predict
+
+    saved = predict.get_image_filenames, predict.read_image
+    predict.get_image_filenames, predict.read_image = find_images, read_predict_image
+    try:
+        yield
+    finally:
+        predict.get_image_filenames, predict.read_image = saved

@@ -81,11 +81,6 @@ class SimSID(SimSIDExport, AnomalibModule):
             ``--trainer.precision bf16-mixed``.
     """
 
-    # Critic-only batches run the generator without autograd graph and teacher: their only use is the
-    # detached fake image. The released code runs the full pass on every batch; a subclass setting this
-    # to False reproduces it (the baseline of benchmarks/train_speed.py).
-    lean_critic_batches: bool = True
-
     def __init__(
         self,
         img_size: int = 128,
@@ -194,11 +189,12 @@ class SimSID(SimSIDExport, AnomalibModule):
         """Critic step on every batch; generator step and queue write every ``n_critic`` batches.
 
         One generator pass serves both steps, as released. The adversarial term reads the critic
-        after its update, hence the second critic call on the generator step.
+        after its update, hence the second critic call on the generator step. Critic-only batches run
+        the generator without autograd graph and teacher: their only use is the detached fake image.
         """
         d_opt, g_opt = self.optimizers()
         generator_step = batch_idx % self.hparams.n_critic == 0
-        output = self.model(batch.image, full_pass=generator_step or not self.lean_critic_batches)
+        output = self.model(batch.image, full_pass=generator_step)
 
         d_loss = self.discriminator_loss(output)
         d_opt.zero_grad()
@@ -288,7 +284,7 @@ class SimSID(SimSIDExport, AnomalibModule):
             rank_zero_warn(
                 f"SimSID: validation image_AUROC after fitting is {float(auroc):.3f}, below 0.5: the score "
                 "ranks normal images as more anomalous than abnormal ones. The model is undertrained "
-                "(train longer; see benchmarks/results/curves) or the data breaks SimSID's assumption "
+                "(train longer) or the data breaks SimSID's assumption "
                 "that anomalies change the anatomy it learned. Do not deploy its threshold."
             )
 
