@@ -71,7 +71,7 @@ def _fit_losses(tmp_path: Path, digit_root: Path, anomalib_bin: str, seed: int) 
 
 @pytest.mark.slow
 def test_cli_seed_makes_runs_repeatable(tmp_path: Path, digit_root: Path, anomalib_bin: str) -> None:
-    """anomalib 2.7's CLI parses `seed_everything` but never applies it; the autoload hook does."""
+    """anomalib 2.7's CLI parses `seed_everything` but never applies it; the plugin's `cli_seed` fix does."""
     first = _fit_losses(tmp_path / "a", digit_root, anomalib_bin, seed=7)
     second = _fit_losses(tmp_path / "b", digit_root, anomalib_bin, seed=7)
     other = _fit_losses(tmp_path / "c", digit_root, anomalib_bin, seed=8)

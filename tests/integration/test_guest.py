@@ -26,17 +26,27 @@ PADIM = ["--model", "Padim", "--model.backbone", "resnet18", "--model.pre_traine
 PADIM += ["--model.layers", "[layer1]", "--model.n_features", "20"]
 
 
+# The `anomalib` console script with torch's global RNG seeded first: torch seeds itself from the OS
+# at start and anomalib 2.7 never seeds, so two plain PaDiM runs differ without it (random backbone,
+# random feature subset). The plugin's seeding is for SimSID runs only.
+_SEEDED_ANOMALIB = """
+import sys, torch
+torch.manual_seed(0)
+from anomalib.cli.cli import main
+sys.argv = ["anomalib", *sys.argv[1:]]
+main()
+"""
+
+
 def _anomalib(args: list[str], cwd: Path, plugin: bool) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("ANOMALIB_SIMSID_NO_AUTOLOAD", None)
     env.pop("ANOMALIB_SIMSID_NO_FIXES", None)
     if not plugin:
         env["ANOMALIB_SIMSID_NO_AUTOLOAD"] = "1"
-    anomalib = str(Path(sys.executable).parent / "anomalib")
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [anomalib, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
+    command = [sys.executable, "-c", _SEEDED_ANOMALIB, *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def _metrics(output: str) -> dict[str, str]:

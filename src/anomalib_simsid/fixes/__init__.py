@@ -68,8 +68,8 @@ FIXES: tuple[Fix, ...] = (
         "cli:apply_short_errors",
         "Every error ends the CLI with a 150-220 line traceback.",
         "A missing dataset root, a wrong option or a bad checkpoint was hard to find in it.",
-        "User errors (bad file, folder or option) print one line; `ANOMALIB_SIMSID_TRACEBACK=1` "
-        "shows the traceback.",
+        "User errors (missing or unreadable file or folder, foreign checkpoint) print one line; "
+        "`ANOMALIB_SIMSID_TRACEBACK=1` shows the traceback.",
     ),
     Fix(
         "checkpoint_check",
@@ -98,8 +98,8 @@ FIXES: tuple[Fix, ...] = (
         "a resumed run gets new ones.",
         "Failed runs left empty folders and `latest` on them; one training's metrics and checkpoints "
         "were split over two folders after a resume.",
-        "A failed run removes the folders it left empty and puts `latest` back; a resumed run writes "
-        "into the folders of the run it resumes.",
+        "A failed run removes the folders it left empty and puts `latest` back (a run that saved "
+        "checkpoints keeps it); a resumed run writes into the folders of the run it resumes.",
     ),
     Fix(
         "predict_reader",
@@ -146,3 +146,10 @@ def apply_pending(import_missing: bool = False) -> None:
             getattr(importlib.import_module(f"{__name__}.{module_name}"), function)(module)
         except Exception as err:
             warnings.warn(f"anomalib_simsid could not apply its {fix.name} fix ({err!r}).", stacklevel=2)
+
+
+def markdown_table() -> str:
+    """Format the README's "anomalib 2.7 fixes" table (``python -m anomalib_simsid.fixes``)."""
+    rows = ["| fix | anomalib 2.7 bug | effect on SimSID | fix (SimSID runs only) |", "|---|---|---|---|"]
+    rows += [f"| `{f.name}` | {f.bug} | {f.effect} | {f.fix} |" for f in FIXES]
+    return "\n".join(rows)

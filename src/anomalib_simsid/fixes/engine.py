@@ -12,6 +12,7 @@ import inspect
 import os
 import pickle
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -225,7 +226,9 @@ def _resume_logger_version(logger: Any, ckpt: Path) -> None:
     logger._version = int(version[len("version_") :])
     metrics = Path(logger.log_dir) / "metrics.csv"
     saved = metrics.read_text() if metrics.is_file() else None
-    writer = logger.experiment  # a new CSV writer deletes the folder's metrics.csv: put it back
+    with warnings.catch_warnings():  # "previous log files ... will be deleted": not so, see below
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        writer = logger.experiment  # a new CSV writer deletes the folder's metrics.csv: put it back
     if saved is not None and hasattr(writer, "metrics_keys"):
         metrics.write_text(saved)
         writer.metrics_keys = sorted(next(csv.reader(saved.splitlines()), []))
