@@ -12,6 +12,7 @@ import inspect
 import os
 import pickle
 import shutil
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -153,10 +154,11 @@ def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]
         return new_dir
 
     module.create_versioned_dir = create
+    start = time.time()
     try:
         return call()
     except BaseException:  # also KeyboardInterrupt and Lightning's exit after one
-        saved = _saved_checkpoints(engine)
+        saved = _saved_checkpoints(engine, since=start)
         for latest, previous, run_dir, new in created:
             if new and not saved and not _has_files(run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -195,11 +197,12 @@ def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() and p.name != "hparams.yaml" for p in folder.rglob("*"))
 
 
-def _saved_checkpoints(engine: Any) -> bool:
+def _saved_checkpoints(engine: Any, since: float) -> bool:
+    """Whether this run's checkpoint callbacks wrote a checkpoint (wherever) after ``since``."""
     trainer = engine._trainer
     callbacks = getattr(trainer, "checkpoint_callbacks", []) if trainer is not None else []
     paths = [getattr(c, name, "") for c in callbacks for name in ("last_model_path", "best_model_path")]
-    return any(path and Path(path).is_file() for path in paths)
+    return any(path and Path(path).is_file() and Path(path).stat().st_mtime >= since - 1 for path in paths)
 
 
 def _resumed_run_dir(ckpt: str | Path) -> Path | None:
