@@ -68,7 +68,8 @@ FIXES: tuple[Fix, ...] = (
         "cli:apply_short_errors",
         "Every error ends the CLI with a 150-220 line traceback.",
         "A missing dataset root, a wrong option or a bad checkpoint was hard to find in it.",
-        "User errors (missing or unreadable file or folder, foreign checkpoint) print one line; "
+        "User errors (missing or unreadable file or folder, foreign checkpoint, a model option the "
+        "model refuses) print one line; "
         "`ANOMALIB_SIMSID_TRACEBACK=1` shows the traceback.",
     ),
     Fix(

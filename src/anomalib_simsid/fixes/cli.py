@@ -10,6 +10,7 @@ import functools
 import importlib
 import os
 import random
+import re
 import sys
 from collections.abc import Callable
 from types import ModuleType, TracebackType
@@ -24,6 +25,7 @@ from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
 TRACEBACK = "ANOMALIB_SIMSID_TRACEBACK"
 # Errors whose message names the file, folder or option and what was expected: one line is enough.
 USER_ERRORS = (NotSimSIDError, ImageReadError, FileNotFoundError, NotADirectoryError)
+_UNION_MISMATCH = "Does not validate against any of the Union subtypes"
 
 
 def _config(cli: Any) -> Any:
@@ -91,15 +93,35 @@ def outputs_under_root(cli: Any) -> None:
                 init_args[key] = os.path.join(root, folder)
 
 
+def user_message(error: BaseException) -> str | None:
+    """One line for a user error, ``None`` for anything else (a bug: the traceback stays).
+
+    jsonargparse reports a class that refused its arguments (``--model.img_size 100``) as a union
+    mismatch whose first reason is "Expected a <class 'NoneType'>"; the class's own reason is kept.
+    """
+    if isinstance(error, USER_ERRORS):
+        return f"{type(error).__name__}: {error}"
+    text = str(error)
+    if isinstance(error, ValueError) and text.startswith(_UNION_MISMATCH) and "Errors:" in text:
+        listed = text.split("Errors:", 1)[1].split("Given value", 1)[0].splitlines()
+        reasons = [line.strip()[2:] for line in listed if line.strip().startswith("- ")]
+        reasons = [reason for reason in reasons if not reason.startswith("Expected a <class 'NoneType'>")]
+        class_path = re.search(r"class_path='([^']+)'", text)
+        if reasons:
+            return f"{class_path.group(1) if class_path else 'configuration'}: {'; '.join(reasons)}"
+    return None
+
+
 def short_errors(_cli: Any) -> None:
     """Print user errors of this SimSID run in one line (``ANOMALIB_SIMSID_TRACEBACK=1``: in full)."""
     previous = sys.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-        if not issubclass(kind, USER_ERRORS) or os.environ.get(TRACEBACK):
+        message = user_message(error)
+        if message is None or os.environ.get(TRACEBACK):
             previous(kind, error, trace)
             return
-        print(f"Error: {kind.__name__}: {error}", file=sys.stderr)
+        print(f"Error: {message}", file=sys.stderr)
         print(f"(set {TRACEBACK}=1 for the traceback)", file=sys.stderr)
 
     sys.excepthook = excepthook
