@@ -73,3 +73,20 @@ def test_switches_turn_the_patches_off(env: dict[str, str], expected_applied: st
         assert not any(state["wrapped"].values()), state["wrapped"]
     else:
         assert state["applied"] == sorted(set(everything) - {"resume_test", "cli_seed"})
+
+
+def test_user_errors_get_one_line_and_bugs_keep_their_traceback() -> None:
+    from anomalib_simsid.fixes.cli import user_message
+    from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
+
+    assert user_message(NotSimSIDError("x.ckpt is not a SimSID checkpoint")) == (
+        "NotSimSIDError: x.ckpt is not a SimSID checkpoint"
+    )
+    union = ValueError(
+        "Does not validate against any of the Union subtypes\nSubtypes: [...]\nErrors:\n"
+        "  - Expected a <class 'NoneType'>\n  - img_size must be a multiple of 32, got 100\n"
+        "Given value type: <class 'Namespace'>\nGiven value: Namespace(class_path='anomalib_simsid.SimSID')"
+    )
+    assert user_message(union) == "anomalib_simsid.SimSID: img_size must be a multiple of 32, got 100"
+    assert user_message(RuntimeError("a bug")) is None
+    assert user_message(ValueError("a bug")) is None
