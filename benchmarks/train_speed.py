@@ -98,9 +98,16 @@ def _plain_class() -> type:
     from anomalib_simsid import SimSID
 
     class PlainSimSID(SimSID):
-        """The released code's iteration, kept as the benchmark's baseline: the real step, no lean batches."""
+        """The released code's iteration, kept as the benchmark's baseline: the real step, no lean batches.
 
-        lean_critic_batches = False
+        ``SimSID.training_step`` runs critic-only batches with ``full_pass=False``; here every batch
+        gets the full pass (autograd graph and teacher), as the released code does.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            forward = self.model.forward
+            self.model.forward = lambda image, full_pass=True: forward(image, full_pass=True)
 
     return PlainSimSID
 
@@ -522,7 +529,8 @@ def write_measured(output: Path, text: str) -> None:
         output.write_text(f"# Training speed\n\n{block}\n")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Build the command line (``--worker`` and its options are internal: one measurement per worker)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -568,92 +576,70 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data-root", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.zhanglab_root = str(Path(args.zhanglab_root).resolve())  # workers run from the repository root
-    if args.auroc_data is None:
-        args.auroc_data = "zhanglab" if (Path(args.zhanglab_root) / ZHANGLAB_NORMALS).is_dir() else "digits"
+    return parser
 
-    if args.worker:
-        if args.worker == "speed":
-            res = worker_speed(VARIANTS[args.variant], args.model, args.batches, args.warmup, args.threads)
-        elif args.worker == "auroc":
-            res = worker_auroc(
-                VARIANTS[args.variant],
-                args.seed,
-                args.auroc_epochs,
-                args.threads,
-                args.data_root,
-                args.auroc_train,
-                args.auroc_data,
-                args.zhanglab_root,
-            )
-        else:
-            res = worker_data(64, args.zhanglab_root)
-        args.result.write_text(json.dumps(res))
-        return
 
-    raw: dict[str, Any] = json.loads(args.from_raw.read_text()) if args.from_raw else {}
-    if not args.from_raw:
-        raw["header"] = (
-            f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {cpu_info()}, "
-            f"Python {platform.python_version()}; command: "
-            f"`python -m benchmarks.train_speed {' '.join(sys.argv[1:] if argv is None else argv)}`."
+def run_worker_mode(args: argparse.Namespace) -> None:
+    """Inside a worker subprocess: run one measurement and write its JSON result."""
+    if args.worker == "speed":
+        res = worker_speed(VARIANTS[args.variant], args.model, args.batches, args.warmup, args.threads)
+    elif args.worker == "auroc":
+        res = worker_auroc(
+            VARIANTS[args.variant],
+            args.seed,
+            args.auroc_epochs,
+            args.threads,
+            args.data_root,
+            args.auroc_train,
+            args.auroc_data,
+            args.zhanglab_root,
         )
-        raw["model"] = args.model
-        if not args.no_speed:
-            raw["data"] = _run_worker(["data", "--zhanglab-root", args.zhanglab_root])
-            print(f"data: {raw['data']}", flush=True)
-            raw["speed"] = []
-            for name in args.variants.split(","):
-                worker_args = [
-                    "speed",
-                    "--variant",
-                    name,
-                    "--model",
-                    args.model,
-                    "--threads",
-                    str(args.threads),
-                ]
-                worker_args += ["--batches", str(args.batches), "--warmup", str(args.warmup)]
-                raw["speed"].append(_run_worker(worker_args))
-                print(json.dumps(summarise_speed(raw["speed"][-1], raw["data"], args.cores)), flush=True)
-        if args.auroc:
-            raw["auroc_epochs"] = args.auroc_epochs
-            raw["auroc_train"] = args.auroc_train
-            raw["auroc_data"] = args.auroc_data
-            raw["auroc"] = []
-            with tempfile.TemporaryDirectory() as data_root:
-                for seed in args.auroc_seeds.split(","):
-                    for name in args.auroc_variants.split(","):
-                        worker_args = [
-                            "auroc",
-                            "--variant",
-                            name,
-                            "--seed",
-                            seed,
-                            "--threads",
-                            str(args.threads),
-                        ]
-                        worker_args += [
-                            "--auroc-epochs",
-                            str(args.auroc_epochs),
-                            "--auroc-train",
-                            str(args.auroc_train),
-                            "--auroc-data",
-                            args.auroc_data,
-                        ]
-                        worker_args += ["--data-root", str(Path(data_root) / "DigitAnatomy")]
-                        worker_args += ["--zhanglab-root", args.zhanglab_root]
-                        res = _run_worker(worker_args)
-                        raw["auroc"].append(res)
-                        print(json.dumps({k: v for k, v in res.items() if k != "epochs"}), flush=True)
-        if args.raw:
-            args.raw.write_text(json.dumps(raw, indent=1))
+    else:
+        res = worker_data(64, args.zhanglab_root)
+    args.result.write_text(json.dumps(res))
 
+
+def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the data cost per image and run one speed worker per variant."""
+    raw: dict[str, Any] = {"data": _run_worker(["data", "--zhanglab-root", args.zhanglab_root])}
+    print(f"data: {raw['data']}", flush=True)
+    raw["speed"] = []
+    for name in args.variants.split(","):
+        worker_args = ["speed", "--variant", name, "--model", args.model, "--threads", str(args.threads)]
+        worker_args += ["--batches", str(args.batches), "--warmup", str(args.warmup)]
+        raw["speed"].append(_run_worker(worker_args))
+        print(json.dumps(summarise_speed(raw["speed"][-1], raw["data"], args.cores)), flush=True)
+    return raw
+
+
+def measure_auroc(args: argparse.Namespace) -> dict[str, Any]:
+    """One training worker per seed and variant (AUROC and loss curves)."""
+    raw: dict[str, Any] = {
+        "auroc_epochs": args.auroc_epochs,
+        "auroc_train": args.auroc_train,
+        "auroc_data": args.auroc_data,
+        "auroc": [],
+    }
+    with tempfile.TemporaryDirectory() as data_root:
+        for seed in args.auroc_seeds.split(","):
+            for name in args.auroc_variants.split(","):
+                worker_args = ["auroc", "--variant", name, "--seed", seed, "--threads", str(args.threads)]
+                worker_args += ["--auroc-epochs", str(args.auroc_epochs)]
+                worker_args += ["--auroc-train", str(args.auroc_train), "--auroc-data", args.auroc_data]
+                worker_args += ["--data-root", str(Path(data_root) / "DigitAnatomy")]
+                worker_args += ["--zhanglab-root", args.zhanglab_root]
+                res = _run_worker(worker_args)
+                raw["auroc"].append(res)
+                print(json.dumps({k: v for k, v in res.items() if k != "epochs"}), flush=True)
+    return raw
+
+
+def report(raw: dict[str, Any], cores: int) -> str:
+    """Format the measured block of the results file: header, speed table, AUROC table."""
     sections = [raw["header"]]
     if raw.get("speed"):
         data = raw["data"]
-        rows = [summarise_speed(result, data, args.cores) for result in raw["speed"]]
+        rows = [summarise_speed(result, data, cores) for result in raw["speed"]]
         sections += [
             "",
             "### Training speed",
@@ -672,7 +658,33 @@ def main(argv: list[str] | None = None) -> None:
             "",
             auroc_table(raw["auroc"]),
         ]
-    write_measured(args.output, "\n".join(sections))
+    return "\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.zhanglab_root = str(Path(args.zhanglab_root).resolve())  # workers run from the repository root
+    if args.auroc_data is None:
+        args.auroc_data = "zhanglab" if (Path(args.zhanglab_root) / ZHANGLAB_NORMALS).is_dir() else "digits"
+    if args.worker:
+        run_worker_mode(args)
+        return
+    if args.from_raw:
+        raw: dict[str, Any] = json.loads(args.from_raw.read_text())
+    else:
+        raw = {
+            "header": f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {cpu_info()}, "
+            f"Python {platform.python_version()}; command: "
+            f"`python -m benchmarks.train_speed {' '.join(sys.argv[1:] if argv is None else argv)}`.",
+            "model": args.model,
+        }
+        if not args.no_speed:
+            raw.update(measure_speed(args))
+        if args.auroc:
+            raw.update(measure_auroc(args))
+        if args.raw:
+            args.raw.write_text(json.dumps(raw, indent=1))
+    write_measured(args.output, report(raw, args.cores))
     print(f"wrote {args.output}")
 
 

@@ -50,7 +50,7 @@ def _install_backbones(config: dict[str, Any]) -> None:
     if not cache:
         msg = "config 'backbones' needs env HF_HUB_CACHE (where to install them)"
         raise ValueError(msg)
-    from anomalib_simsid import backbones
+    from benchmarks import backbones
 
     for entry in config["backbones"]:
         if entry == "efficientnet-lite0":

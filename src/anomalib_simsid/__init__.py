@@ -2,7 +2,8 @@
 
 Importing the package registers ``SimSID`` in ``anomalib.models`` and the datamodules in
 ``anomalib.data``, which ``get_model("SimSID")`` and ``anomalib benchmark`` need. Bare
-``--model SimSID`` on the CLI additionally relies on the ``.pth`` autoload hook.
+``--model SimSID`` on the CLI additionally relies on the ``.pth`` autoload hook. It also applies the
+SimSID-scoped fixes of anomalib 2.7 (:mod:`anomalib_simsid.fixes`); other models are untouched.
 """
 
 import importlib
@@ -30,6 +31,6 @@ def _register() -> None:
 
 _register()
 
-from .fixes import apply_all as _apply_fixes  # noqa: E402  (after registration)
+from .fixes import apply_pending as _apply_fixes  # noqa: E402  (after registration)
 
-_apply_fixes()
+_apply_fixes(import_missing=True)

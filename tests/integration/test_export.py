@@ -1,18 +1,15 @@
 """OpenVINO export of a trained SimSID: parity with PyTorch, FP16/INT8, calibration data, bad input.
 
 One tiny SimSID is trained for one epoch on the session's DigitAnatomy and exported once (FP32,
-FP16, INT8 from one ONNX trace); :func:`tiny_deployment` caches it per process, so
+FP16, INT8 from one ONNX trace); :func:`tests.helpers.tiny_deployment` caches it per process, so
 ``test_score_folder.py`` reuses it. The slow tests re-export through ``Engine.export`` and the
 ``anomalib export`` CLI.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +18,8 @@ import pytest
 import torch
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
-from lightning.pytorch import seed_everything
 
-from anomalib_simsid import DigitAnatomy, SimSID
+from anomalib_simsid import SimSID
 from anomalib_simsid.deploy import (
     NotSimSIDError,
     TrainNormalsCalibration,
@@ -34,55 +30,16 @@ from anomalib_simsid.deploy import (
 )
 from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
-from tests.helpers import TINY_DATA, TINY_MODEL
+from tests.helpers import (
+    MAP_ATOL,
+    TINY_DATA,
+    TINY_MODEL,
+    TinyDeployment,
+    score_bar,
+    tiny_deployment,
+)
 
-# The parity bars. Normalised scores are (logit - threshold) / (validation max - min) + 0.5. After one
-# epoch that range is only ~0.005-0.05 (a trained model's is far wider), and the critic's per-sample
-# normalisation of a 2x2 map turns fp32 rounding into ~1e-5 on its logit (PyTorch's own fp32-vs-fp64
-# error is of that size too), so the bar is 1e-4 on normalised scores or 2e-5 on the logit, whichever
-# is looser; for any model whose validation range is at least 0.2 that is exactly 1e-4.
-SCORE_ATOL = 1e-4
-LOGIT_ATOL = 2e-5
-MAP_ATOL = 1e-5  # normalised anomaly maps (the residual is not amplified: ~1e-7 measured)
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin defaults to bf16 on AVX-512-BF16 CPUs
-
-
-@dataclass
-class TinyDeployment:
-    """A trained tiny SimSID, its checkpoint, datamodule, IRs and the test images as one tensor."""
-
-    model: SimSID
-    ckpt: Path
-    datamodule: DigitAnatomy
-    irs: dict[str, Path]
-    images: torch.Tensor
-    image_paths: list[Path]
-    work: Path
-
-
-@functools.cache
-def tiny_deployment(digit_root: Path) -> TinyDeployment:
-    """Train one epoch and export FP32/FP16/INT8; cached so every test module of the run shares it."""
-    work = Path(tempfile.mkdtemp(prefix="simsid_deploy_", dir=digit_root.parent))
-    seed_everything(0)  # deterministic weights: the top-k memory read has no near-ties to flip by chance
-    datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=12)
-    model = SimSID(**TINY_MODEL, lr=1e-3, disc_lr=1e-3, visualizer=False)
-    engine = Engine(
-        default_root_dir=work,
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    engine.fit(model=model, datamodule=datamodule)
-    ckpt = Path(engine.trainer.checkpoint_callback.best_model_path)
-    irs = export_openvino(model, work / "export", ("fp32", "fp16", "int8"), datamodule=datamodule)
-    datamodule.setup("test")
-    test = datamodule.test_data
-    images = torch.stack([test[i].image for i in range(len(test))])
-    return TinyDeployment(
-        model, ckpt, datamodule, irs, images, [Path(p) for p in test.samples.image_path], work
-    )
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +50,6 @@ def deployment(digit_root: Path) -> TinyDeployment:
 def run_ir(path: Path, images: torch.Tensor, config: dict | None = None) -> dict[str, np.ndarray]:
     compiled = ov.Core().compile_model(str(path), "CPU", F32 if config is None else config)
     return {out.get_any_name(): value for out, value in compiled(images.numpy()).items()}
-
-
-def score_bar(model: SimSID) -> float:
-    value_range = float(model.post_processor.image_max - model.post_processor.image_min)
-    return max(SCORE_ATOL, LOGIT_ATOL / value_range)
 
 
 def assert_parity(

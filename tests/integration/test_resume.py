@@ -149,9 +149,37 @@ def test_failed_run_leaves_latest_on_the_previous_run(tmp_path: Path, digit_root
     data = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
     with pytest.raises(RuntimeError, match="simulated failure"):
         engine.train(SimSID(**TINY_MODEL, visualizer=False), datamodule=data)
-    assert (run_root / "v1").is_dir()  # the failed run's folder stays for inspection
+    assert not (run_root / "v1").exists()  # the failed run left it empty: removed
     assert (run_root / "latest").resolve() == previous.resolve()
     assert (run_root / "latest" / "weights" / "model.ckpt").read_bytes() == b"previous good run"
+
+
+def test_interrupted_run_with_checkpoints_keeps_latest(tmp_path: Path, digit_root: Path) -> None:
+    """A run that saved checkpoints (here outside its ``v<n>``) and then failed keeps ``latest`` on it."""
+    from anomalib.callbacks import ModelCheckpoint
+    from anomalib.engine import Engine
+    from lightning.pytorch import Callback
+
+    from anomalib_simsid import DigitAnatomy, SimSID
+    from tests.helpers import TINY_DATA, TINY_MODEL
+
+    class FailInSecondEpoch(Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt  # Lightning turns it into a graceful stop and SystemExit
+
+    run_root = tmp_path / "SimSID" / "DigitAnatomy"
+    checkpoints = tmp_path / "logs" / "checkpoints"
+    engine = Engine(
+        default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=3, logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=checkpoints, save_last=True), FailInSecondEpoch()],
+    )  # fmt: skip
+    data = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        engine.fit(SimSID(**TINY_MODEL, visualizer=False), datamodule=data)
+    assert (checkpoints / "last.ckpt").is_file()
+    assert (run_root / "latest").resolve() == (run_root / "v0").resolve()
 
 
 def _spawn(mode: str, workdir: Path) -> subprocess.Popen:

@@ -24,8 +24,7 @@ from PIL import Image
 from anomalib_simsid.data.image_io import ImageReadError, read_image
 from anomalib_simsid.deploy import NotSimSIDError, torch_reference
 from anomalib_simsid.deploy.score_folder import CSV_COLUMNS, ground_truth, main, score_folder
-from tests.helpers import TINY_MODEL
-from tests.integration.test_export import TinyDeployment, score_bar, tiny_deployment
+from tests.helpers import TINY_MODEL, TinyDeployment, score_bar, tiny_deployment
 from tests.unit.data.fixtures import write_dicom
 
 SIZE = TINY_MODEL["img_size"]

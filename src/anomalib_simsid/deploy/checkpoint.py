@@ -1,9 +1,8 @@
 """Load a SimSID Lightning checkpoint for deployment, refusing anything else with a clear error.
 
-A Lightning checkpoint does not record its model class, so a PaDiM or PatchCore checkpoint would
-load into ``SimSID.load_from_checkpoint`` only to fail deep inside ``load_state_dict`` (or, worse,
-partly succeed). We check the file first: it must be a torch file, a Lightning checkpoint, carry
-SimSID's hyper-parameters and SimSID's generator/critic weights, and have a fitted threshold.
+The structure check (torch file, Lightning checkpoint, SimSID's hyper-parameters and weights) is the
+model's own (:mod:`anomalib_simsid.models.simsid.checkpoint`); deployment also needs a fitted
+threshold and normalisation.
 """
 
 from __future__ import annotations
@@ -15,10 +14,24 @@ from typing import Any
 import torch
 
 from anomalib_simsid.models import SimSID
+from anomalib_simsid.models.simsid.checkpoint import (
+    REQUIRED_HPARAMS,
+    REQUIRED_PREFIXES,
+    NotSimSIDError,
+    check_structure,
+    read_checkpoint,
+)
 
-# Hyper-parameters and state-dict prefixes that only a SimSID checkpoint has.
-REQUIRED_HPARAMS = ("img_size", "num_patch", "level", "base_width")
-REQUIRED_PREFIXES = ("model.generator.encoder.", "model.generator.student.", "model.discriminator.")
+__all__ = [
+    "REQUIRED_HPARAMS",
+    "REQUIRED_PREFIXES",
+    "NotSimSIDError",
+    "check_simsid_checkpoint",
+    "load_simsid",
+    "prepare_for_deployment",
+    "read_checkpoint",
+]
+
 POST_PROCESSOR_KEYS = (
     "post_processor._image_threshold",
     "post_processor.image_min",
@@ -26,52 +39,10 @@ POST_PROCESSOR_KEYS = (
 )
 
 
-class NotSimSIDError(ValueError):
-    """The file is not a usable SimSID checkpoint or export; the message says what it is instead."""
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read ``path`` as a Lightning checkpoint dict, with ``weights_only=True`` as anomalib does."""
-    path = Path(path)
-    if not path.is_file():
-        msg = f"checkpoint {path} does not exist or is not a file"
-        raise FileNotFoundError(msg)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        reason = _load_failure(err)
-        msg = f"{path} is not a PyTorch Lightning checkpoint of SimSID: torch.load failed ({reason})"
-        raise NotSimSIDError(msg) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        kind = type(checkpoint).__name__
-        msg = f"{path} is a torch file ({kind}) but not a Lightning checkpoint (no 'state_dict')"
-        raise NotSimSIDError(msg)
-    return checkpoint
-
-
-def _load_failure(err: Exception) -> str:
-    """Say why in one line, without torch's advice to retry with ``weights_only=False`` (unsafe here)."""
-    text = str(err)
-    if "weights_only" in text or "Weights only load failed" in text:
-        return "it holds Python objects other than tensors and plain containers, which are never unpickled"
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(err).__name__}: {first[:200]}"
-
-
 def check_simsid_checkpoint(checkpoint: dict[str, Any], path: str | Path = "<checkpoint>") -> dict[str, Any]:
     """Raise :class:`NotSimSIDError` unless ``checkpoint`` is a trained SimSID; return its hparams."""
-    hparams = checkpoint.get("hyper_parameters") or {}
+    hparams = check_structure(checkpoint, path)
     state = checkpoint["state_dict"]
-    missing_prefixes = [p for p in REQUIRED_PREFIXES if not any(k.startswith(p) for k in state)]
-    missing_hparams = [h for h in REQUIRED_HPARAMS if h not in hparams]
-    if missing_prefixes or missing_hparams:
-        top = sorted({k.split(".")[1] if k.startswith("model.") else k.split(".")[0] for k in state})[:8]
-        msg = (
-            f"{path} is a Lightning checkpoint but not a SimSID one: it lacks "
-            f"{', '.join(missing_prefixes + missing_hparams)} (its model has {top}). "
-            "Export or score it with the anomalib model that trained it."
-        )
-        raise NotSimSIDError(msg)
     for key in POST_PROCESSOR_KEYS:
         value = state.get(key)
         if value is None or not math.isfinite(float(value)):

@@ -31,16 +31,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 import anomalib_simsid
 from anomalib_simsid.models import SimSID
+from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
+from anomalib_simsid.models.simsid.export import OPSET, check_input_size
 from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
-from .checkpoint import NotSimSIDError, load_simsid, prepare_for_deployment
+from .checkpoint import load_simsid, prepare_for_deployment
 
 logger = logging.getLogger(__name__)
 
 COMPRESSIONS = ("fp32", "fp16", "int8")
 METADATA_SECTION = "simsid"
 MODEL_TYPE = "SimSID"
-OPSET = 18  # the dynamo exporter's own opset; anomalib's default (14) only adds a failed down-conversion
 # NNCF settings for SimSID's INT8. The transformer scheme keeps the in-painting attention's softmax,
 # layer norms and residual adds in float, and full bias correction replaces the fast one; on a
 # DigitAnatomy checkpoint this cut the mean INT8-vs-FP32 normalised score change ~4x against NNCF's
@@ -179,21 +180,6 @@ def staging_folder(target: Path) -> TemporaryDirectory:
     """
     anchor = next(folder for folder in target.absolute().parents if folder.is_dir())
     return TemporaryDirectory(prefix=f".{target.name}.", dir=anchor)
-
-
-def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
-    """Refuse a static export size other than the model's: the graph would resize it back to ``img_size``.
-
-    An image exported at another size is resized twice (once by the caller, once in-graph), so its
-    scores differ from training, and anomalib's inferencer, which resizes to the model size, cannot
-    feed the fixed input at all.
-    """
-    if input_size is not None and tuple(int(side) for side in input_size) != (img_size, img_size):
-        msg = (
-            f"input size {list(input_size)} does not match the SimSID model's img_size {img_size}: export "
-            f"without an input size (dynamic input, resized in-graph) or with [{img_size}, {img_size}]"
-        )
-        raise ValueError(msg)
 
 
 def export_openvino(

@@ -1,113 +1,240 @@
-"""Two anomalib 2.7 ``Engine`` traps around training runs.
+"""The ``Engine`` fixes: checkpoint check, the test after a resumed fit, run folders, predict reader.
 
-* **Resumed runs tested the checkpoint they resumed from.** ``Engine.train(..., ckpt_path=X)`` fits
-  from ``X`` and then calls ``trainer.test(model, ckpt_path=X)``, which reloads ``X`` over the freshly
-  trained weights: a resumed ``anomalib train --ckpt_path X`` printed (and returned) the test metrics
-  of ``X``. The patch passes ``ckpt_path`` to the fit only, so the test inside that ``train`` call
-  runs on the trained model. Zero- and few-shot models, which ``train`` only validates, are unchanged.
-* **A failed run hid the previous good one.** ``Engine.fit``/``train`` create the next version folder
-  and re-point its ``latest`` link at once; when the run then fails or is interrupted before writing
-  any checkpoint there, ``latest/...`` names an empty folder. The patch points ``latest`` back to the
-  folder it named before (or removes a link it created) in that case; the failed run's ``vN`` folder
-  stays for inspection.
+Each wraps ``Engine`` methods and acts only when the model handed to them is SimSID (see
+:data:`..FIXES`); for any other model the wrapper calls anomalib's method unchanged.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import inspect
 import os
-import sys
+import pickle
+import shutil
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import torch
 from anomalib import LearningType
 
-_MARK = "_anomalib_simsid_patched"
-# (latest link, folder it named before or None, new version folder) per version folder created.
-_CREATED: list[tuple[Path, Path | None, Path]] = []
+from anomalib_simsid.models import SimSID
+from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError, check_structure
+from anomalib_simsid.models.simsid.resume import RUN_DIR_KEY
+
+from .predict import package_reader
+
+Fix = Callable[[Callable[..., Any], Any, dict[str, Any]], Any]
 
 
-def apply() -> None:
-    """Patch ``anomalib.engine.engine`` once it has been fully imported.
+def _for_simsid(method: Callable[..., Any], fix: Fix) -> Callable[..., Any]:
+    """``fix(call, engine, arguments)`` when the call's model is SimSID, else ``method`` unchanged."""
+    signature = inspect.signature(method)
 
-    When the plugin is imported from inside ``anomalib.engine``'s own import (through
-    ``anomalib.models``), ``Engine`` does not exist yet; the autoload hook calls this again as soon
-    as that module has run.
-    """
-    module = sys.modules.get("anomalib.engine.engine")
-    if module is None:
-        import anomalib.engine.engine as module
-    engine = getattr(module, "Engine", None)
-    if engine is None or getattr(engine.train, _MARK, False):
-        return
-    engine.train = _keep_latest_on_failure(_test_trained_model(engine.train))
-    engine.fit = _keep_latest_on_failure(engine.fit)
-    if not sys.platform.startswith("win"):  # Windows uses junctions, left as they are
-        module.create_versioned_dir = _remember_latest(module.create_versioned_dir)
-
-
-def _test_trained_model(train: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(train)
-
-    @functools.wraps(train)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        arguments = signature.bind(self, *args, **kwargs).arguments
-        fitted = arguments["model"].learning_type not in {LearningType.ZERO_SHOT, LearningType.FEW_SHOT}
-        if not (arguments.get("ckpt_path") and fitted):
-            return train(self, *args, **kwargs)
-        setup_trainer = self._setup_trainer
-
-        def setup_trainer_testing_the_fitted_model(model: Any) -> None:
-            setup_trainer(model)
-            trainer_test = self.trainer.test
-
-            def test(*test_args: Any, ckpt_path: Any = None, **test_kwargs: Any) -> Any:
-                del ckpt_path  # the resume checkpoint: loading it would undo the training just done
-                return trainer_test(*test_args, **test_kwargs)
-
-            self.trainer.test = test
-
-        self._setup_trainer = setup_trainer_testing_the_fitted_model
-        try:
-            return train(self, *args, **kwargs)
-        finally:
-            del self._setup_trainer
-            if self._trainer is not None:
-                self._trainer.__dict__.pop("test", None)
-
-    return wrapper
-
-
-def _remember_latest(create: Callable[..., Path]) -> Callable[..., Path]:
-    @functools.wraps(create)
-    def wrapper(root_dir: str | Path) -> Path:
-        latest = Path(root_dir).resolve() / "latest"
-        previous = latest.resolve() if latest.is_symlink() else None
-        new_dir = Path(create(root_dir))
-        _CREATED.append((latest, previous, new_dir))
-        return new_dir
-
-    return wrapper
-
-
-def _keep_latest_on_failure(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = len(_CREATED)
-        try:
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        model = arguments.get("model")
+        if model is None and getattr(self, "_trainer", None) is not None:
+            model = self._trainer.lightning_module
+        if not isinstance(model, SimSID):
             return method(self, *args, **kwargs)
-        except BaseException:  # also KeyboardInterrupt and Lightning's exit after one
-            for latest, previous, new_dir in _CREATED[start:]:
-                if not any(new_dir.rglob("*.ckpt")):
-                    _point_latest(latest, previous)
-            raise
-        finally:
-            del _CREATED[start:]
+        return fix(lambda: method(self, *args, **kwargs), self, arguments)
 
-    setattr(wrapper, _MARK, True)
     return wrapper
+
+
+def _wrap(module: ModuleType, names: tuple[str, ...], fix: Fix) -> None:
+    for name in names:
+        setattr(module.Engine, name, _for_simsid(getattr(module.Engine, name), fix))
+
+
+# ------------------------------------------------------------------------------------ checkpoint
+
+
+def _check_checkpoint(call: Callable[[], Any], _engine: Any, arguments: dict[str, Any]) -> Any:
+    """Refuse an unreadable or foreign checkpoint, naming the file, before Lightning reads it."""
+    path = arguments.get("ckpt_path")
+    if path:
+        if not Path(path).is_file():
+            msg = f"--ckpt_path {path} does not exist or is not a file"
+            raise FileNotFoundError(msg)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:  # holds objects that only Lightning's checkpoint IO may allow
+            checkpoint = None
+        except Exception as err:
+            reason = (
+                f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+            )
+            msg = (
+                f"--ckpt_path {path} cannot be read as a checkpoint (truncated or not a torch file? {reason})"
+            )
+            raise NotSimSIDError(msg) from None
+        if isinstance(checkpoint, dict):
+            if "state_dict" not in checkpoint:
+                msg = f"--ckpt_path {path} is a torch file but not a Lightning checkpoint (no 'state_dict')"
+                raise NotSimSIDError(msg)
+            check_structure(checkpoint, path)
+    return call()
+
+
+def apply_checkpoint_check(module: ModuleType) -> None:
+    """Check ``ckpt_path`` up front in every ``Engine`` entry point that takes one."""
+    _wrap(module, ("fit", "validate", "test", "train", "predict"), _check_checkpoint)
+
+
+# ----------------------------------------------------------------------------- test after resume
+
+
+def _test_trained_model(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]) -> Any:
+    """Let the test inside ``Engine.train(ckpt_path=X)`` run on the trained model, not on ``X`` again."""
+    fitted = arguments["model"].learning_type not in {LearningType.ZERO_SHOT, LearningType.FEW_SHOT}
+    if not (arguments.get("ckpt_path") and fitted):
+        return call()
+    setup_trainer = engine._setup_trainer
+
+    def setup_trainer_testing_the_fitted_model(model: Any) -> None:
+        setup_trainer(model)
+        trainer_test = engine.trainer.test
+
+        def test(*test_args: Any, ckpt_path: Any = None, **test_kwargs: Any) -> Any:
+            del ckpt_path  # the resume checkpoint: loading it would undo the training just done
+            return trainer_test(*test_args, **test_kwargs)
+
+        engine.trainer.test = test
+
+    engine._setup_trainer = setup_trainer_testing_the_fitted_model
+    try:
+        return call()
+    finally:
+        del engine._setup_trainer
+        if engine._trainer is not None:
+            engine._trainer.__dict__.pop("test", None)
+
+
+def apply_resume_test(module: ModuleType) -> None:
+    """Wrap ``Engine.train``."""
+    _wrap(module, ("train",), _test_trained_model)
+
+
+# ----------------------------------------------------------------------------------- run folders
+
+
+def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]) -> Any:
+    """Resume into the resumed run's folders; after a failure remove what the run left empty."""
+    import anomalib.engine.engine as module
+
+    ckpt = arguments.get("ckpt_path")
+    resumed = _resumed_run_dir(ckpt) if ckpt else None
+    loggers = _loggers(engine)
+    before = {
+        id(logger): _children(Path(logger.root_dir)) for logger in loggers if hasattr(logger, "root_dir")
+    }
+    if ckpt:
+        for logger in loggers:
+            _resume_logger_version(logger, Path(ckpt))
+    created: list[tuple[Path, Path | None, Path, bool]] = []
+    create_versioned_dir = module.create_versioned_dir
+
+    def create(root_dir: str | Path) -> Path:
+        root = Path(root_dir).resolve()
+        latest = root / "latest"
+        previous = latest.resolve() if latest.is_symlink() else None
+        if resumed is not None and resumed.parent == root and resumed.is_dir():
+            _point_latest(latest, resumed)
+            created.append((latest, previous, resumed, False))
+            return resumed
+        new_dir = Path(create_versioned_dir(root_dir))
+        created.append((latest, previous, new_dir, True))
+        return new_dir
+
+    module.create_versioned_dir = create
+    start = time.time()
+    try:
+        return call()
+    except BaseException:  # also KeyboardInterrupt and Lightning's exit after one
+        saved = _saved_checkpoints(engine, since=start)
+        for latest, previous, run_dir, new in created:
+            if new and not saved and not _has_files(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                _point_latest(latest, previous)
+        for logger in loggers:
+            log_dir = _log_dir(logger)
+            if (
+                log_dir is not None
+                and log_dir not in before.get(id(logger), set())
+                and not _has_files(log_dir)
+            ):
+                shutil.rmtree(log_dir, ignore_errors=True)
+        raise
+    finally:
+        module.create_versioned_dir = create_versioned_dir
+
+
+def _loggers(engine: Any) -> list[Any]:
+    value = engine._cache.args.get("logger")
+    loggers = value if isinstance(value, list) else [value]
+    return [logger for logger in loggers if logger is not None and not isinstance(logger, bool)]
+
+
+def _children(folder: Path) -> set[Path]:
+    return {child.resolve() for child in folder.iterdir()} if folder.is_dir() else set()
+
+
+def _log_dir(logger: Any) -> Path | None:
+    if getattr(logger, "_version", None) is None or not hasattr(logger, "log_dir"):
+        return None
+    return Path(logger.log_dir).resolve()
+
+
+def _has_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a file other than a logger's ``hparams.yaml`` (a run that never ran)."""
+    return folder.is_dir() and any(p.is_file() and p.name != "hparams.yaml" for p in folder.rglob("*"))
+
+
+def _saved_checkpoints(engine: Any, since: float) -> bool:
+    """Whether this run's checkpoint callbacks wrote a checkpoint (wherever) after ``since``."""
+    trainer = engine._trainer
+    callbacks = getattr(trainer, "checkpoint_callbacks", []) if trainer is not None else []
+    paths = [getattr(c, name, "") for c in callbacks for name in ("last_model_path", "best_model_path")]
+    return any(path and Path(path).is_file() and Path(path).stat().st_mtime >= since - 1 for path in paths)
+
+
+def _resumed_run_dir(ckpt: str | Path) -> Path | None:
+    """Return the ``v<n>`` folder of the run that saved ``ckpt`` (SimSID records it in the checkpoint)."""
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    run_dir = checkpoint.get(RUN_DIR_KEY) if isinstance(checkpoint, dict) else None
+    return Path(run_dir).resolve() if isinstance(run_dir, str) else None
+
+
+def _resume_logger_version(logger: Any, ckpt: Path) -> None:
+    """Log into the ``version_<n>`` folder that holds ``ckpt`` (CSV metrics kept), if the logger has one."""
+    if getattr(logger, "_version", "fixed") is not None or not hasattr(logger, "root_dir"):
+        return
+    try:
+        relative = ckpt.resolve().relative_to(Path(logger.root_dir).resolve())
+    except ValueError:
+        return
+    version = relative.parts[0] if relative.parts else ""
+    if not (version.startswith("version_") and version[len("version_") :].isdigit()):
+        return
+    logger._version = int(version[len("version_") :])
+    metrics = Path(logger.log_dir) / "metrics.csv"
+    saved = metrics.read_text() if metrics.is_file() else None
+    with warnings.catch_warnings():  # "previous log files ... will be deleted": not so, see below
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        writer = logger.experiment  # a new CSV writer deletes the folder's metrics.csv: put it back
+    if saved is not None and hasattr(writer, "metrics_keys"):
+        metrics.write_text(saved)
+        writer.metrics_keys = sorted(next(csv.reader(saved.splitlines()), []))
 
 
 def _point_latest(latest: Path, target: Path | None) -> None:
@@ -115,7 +242,29 @@ def _point_latest(latest: Path, target: Path | None) -> None:
     if target is None:
         latest.unlink(missing_ok=True)
         return
+    if os.name == "nt":  # Windows uses junctions, left as anomalib made them
+        return
     temporary = latest.with_name(f".{latest.name}.{os.getpid()}")
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(target, target_is_directory=True)
     os.replace(temporary, latest)
+
+
+def apply_run_folders(module: ModuleType) -> None:
+    """Wrap ``Engine.fit`` and ``Engine.train``."""
+    _wrap(module, ("fit", "train"), _run_folders)
+
+
+# ---------------------------------------------------------------------------------- predict reader
+
+
+def _predict_with_package_reader(call: Callable[[], Any], _engine: Any, arguments: dict[str, Any]) -> Any:
+    if arguments.get("data_path") is None:
+        return call()
+    with package_reader():
+        return call()
+
+
+def apply_predict_reader(module: ModuleType) -> None:
+    """Wrap ``Engine.predict``."""
+    _wrap(module, ("predict",), _predict_with_package_reader)

@@ -1,14 +1,17 @@
-"""Prediction from a path reads images through the package's reader (16-bit, DICOM and RGBA safe).
+"""SimSID prediction from a path reads images through the package's reader (16-bit, DICOM, RGBA safe).
 
 ``anomalib predict --data <image or folder>`` and ``Engine.predict(data_path=...)`` build anomalib's
 ``PredictDataset``, which lists files by torchvision's raster suffixes (a folder of DICOM files gives
 "Found 0 images") and reads them with ``PIL.Image.open(path).convert("RGB")`` (a 16-bit PNG is
-clipped to white and scored as an ordinary image, without a warning). The patch replaces only the two
-names that ``anomalib.data.predict`` imported for this, so no other anomalib reader changes.
+clipped to white and scored as an ordinary image, without a warning). For SimSID's predict calls
+only, the ``predict_reader`` fix (:mod:`.engine`) swaps the two names that ``anomalib.data.predict``
+imported for this with the functions below, and puts anomalib's back afterwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +68,14 @@ def read_predict_image(path: str | Path, as_tensor: bool = False) -> torch.Tenso
     return image if as_tensor else image.permute(1, 2, 0).numpy()
 
 
-def apply() -> None:
-    """Point anomalib's ``PredictDataset`` at the package's file discovery and reader."""
+@contextmanager
+def package_reader() -> Iterator[None]:
+    """Point ``anomalib.data.predict`` at :func:`find_images` and :func:`read_predict_image`, then back."""
     import anomalib.data.predict as predict
 
-    predict.get_image_filenames = find_images
-    predict.read_image = read_predict_image
+    saved = predict.get_image_filenames, predict.read_image
+    predict.get_image_filenames, predict.read_image = find_images, read_predict_image
+    try:
+        yield
+    finally:
+        predict.get_image_filenames, predict.read_image = saved

@@ -1,7 +1,8 @@
 """Prediction from a path (`Engine.predict(data_path=...)`, `anomalib predict --data`) reads like training.
 
-anomalib's own ``PredictDataset`` clips 16-bit PNGs to white and finds no DICOM files; the plugin's
-``fixes.predict`` routes it through the package's reader and discovery.
+anomalib's own ``PredictDataset`` clips 16-bit PNGs to white and finds no DICOM files; for SimSID's
+predict calls only, the plugin's ``predict_reader`` fix routes it through the package's reader and
+discovery (``fixes.predict.package_reader``); other models keep anomalib's.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from anomalib.engine import Engine
 from fixtures import write_dicom, write_text_as_image
 from PIL import Image
 
-import anomalib_simsid  # noqa: F401  (applies the fixes)
 from anomalib_simsid import SimSID
 from anomalib_simsid.data.image_io import ImageReadError, read_image
+from anomalib_simsid.fixes.predict import package_reader
 
 # A SimSID small enough for a CPU forward pass in well under a second.
 TINY_MODEL = {"img_size": 64, "num_patch": 2, "level": 3, "base_width": 8}
@@ -40,7 +41,23 @@ def bit_depths(tmp_path: Path) -> Path:
     return folder
 
 
+def test_predict_dataset_is_anomalibs_own_outside_simsid_predict(bit_depths: Path) -> None:
+    """Importing the plugin leaves ``PredictDataset`` alone: a 16-bit PNG reads as anomalib reads it."""
+    import anomalib.data.predict as predict
+    from anomalib.data.utils import read_image as anomalib_read_image
+
+    assert predict.read_image is anomalib_read_image
+    dataset = PredictDataset(bit_depths)
+    images = {Path(item.image_path).name: item.image for item in (dataset[0], dataset[1])}
+    assert float(images["same_16bit.png"].mean()) > 0.99  # anomalib 2.7 clips it to white
+
+
 def test_predict_dataset_reads_16_bit_and_finds_dicom(bit_depths: Path, tmp_path: Path) -> None:
+    with package_reader():
+        _check_16_bit_and_dicom(bit_depths, tmp_path)
+
+
+def _check_16_bit_and_dicom(bit_depths: Path, tmp_path: Path) -> None:
     dataset = PredictDataset(bit_depths)
     images = {Path(item.image_path).name: item.image for item in (dataset[0], dataset[1])}
     assert torch.allclose(images["same_8bit.png"], images["same_16bit.png"], atol=1e-6)
@@ -59,7 +76,10 @@ def test_predict_dataset_reads_16_bit_and_finds_dicom(bit_depths: Path, tmp_path
 def test_bad_files_are_named_before_predicting(bit_depths: Path) -> None:
     write_text_as_image(bit_depths / "notes.png")
     (bit_depths / "empty.jpeg").write_bytes(b"")
-    with pytest.raises(ImageReadError, match=r"(?s)2 of 4 image\(s\).*empty\.jpeg.*notes\.png"):
+    with (
+        package_reader(),
+        pytest.raises(ImageReadError, match=r"(?s)2 of 4 image\(s\).*empty\.jpeg.*notes\.png"),
+    ):
         PredictDataset(bit_depths)
 
 

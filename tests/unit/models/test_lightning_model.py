@@ -10,7 +10,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from anomalib_simsid import DigitAnatomy, SimSID
-from tests.helpers import TINY_DATA, TINY_MODEL
+from tests.helpers import TINY_DATA, TINY_MODEL, save_foreign_checkpoint
 
 
 def _engine(tmp_path: Path, **kwargs: object) -> Engine:
@@ -123,24 +123,9 @@ def test_ddp_without_unused_parameter_detection_is_refused_with_the_strategy_to_
     require_unused_parameter_detection(object())  # not DDP: nothing to check
 
 
-def save_foreign_checkpoint(path: Path) -> Path:
-    """A Lightning checkpoint of another anomalib model (PaDiM, random backbone: no download)."""
-    import lightning
-    from anomalib.models import Padim
-
-    padim = Padim(backbone="resnet18", pre_trained=False)
-    checkpoint = {
-        "state_dict": padim.state_dict(),
-        "hyper_parameters": dict(padim.hparams),
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    torch.save(checkpoint, path)
-    return path
-
-
 def test_foreign_checkpoint_is_refused_with_a_short_not_simsid_error(tmp_path: Path) -> None:
     """``SimSID.load_from_checkpoint`` (what ``anomalib export --ckpt_path`` runs) names the problem."""
-    from anomalib_simsid.deploy.checkpoint import NotSimSIDError
+    from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
 
     path = save_foreign_checkpoint(tmp_path / "padim.ckpt")
     with pytest.raises(NotSimSIDError, match="not a SimSID checkpoint") as error:

@@ -26,34 +26,14 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
+from .checkpoint import check_structure
 from .distributed import broadcast_buffers, require_unused_parameter_detection
+from .export import SimSIDExport
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .post_processing import SimSIDPostProcessor
 from .pre_processing import check_pre_processor_size, simsid_pre_processor
-from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
+from .resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, restore_rng_states
 from .torch_model import SimSIDModel
-
-
-def refuse_foreign_checkpoint(checkpoint: dict[str, Any]) -> None:
-    """Raise ``NotSimSIDError`` unless the checkpoint has SimSID's hyper-parameters and weights.
-
-    Only the structure is checked (a resumed run may start from a checkpoint saved before any
-    validation, so the fitted threshold is not required here, unlike for deployment).
-    """
-    # Imported here: ``deploy.checkpoint`` imports this module.
-    from anomalib_simsid.deploy.checkpoint import REQUIRED_HPARAMS, REQUIRED_PREFIXES, NotSimSIDError
-
-    hparams = checkpoint.get("hyper_parameters") or {}
-    state = checkpoint.get("state_dict") or {}
-    missing = [p for p in REQUIRED_PREFIXES if not any(k.startswith(p) for k in state)]
-    missing += [h for h in REQUIRED_HPARAMS if h not in hparams]
-    if missing:
-        model = {k.split(".")[1] if k.startswith("model.") else k.split(".")[0] for k in state}
-        msg = (
-            f"the checkpoint is not a SimSID checkpoint: it lacks {', '.join(missing)} (its model has "
-            f"{sorted(model)[:8]}). Use it with the anomalib model that trained it."
-        )
-        raise NotSimSIDError(msg)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -64,7 +44,7 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-class SimSID(AnomalibModule):
+class SimSID(SimSIDExport, AnomalibModule):
     """SimSID as an anomalib model; defaults build the paper's model (46.1 M + 1.09 M parameters).
 
     Args:
@@ -100,11 +80,6 @@ class SimSID(AnomalibModule):
             layout; see ``benchmarks/results/train_speed.md``). Mixed precision is the trainer's:
             ``--trainer.precision bf16-mixed``.
     """
-
-    # Critic-only batches run the generator without autograd graph and teacher: their only use is the
-    # detached fake image. The released code runs the full pass on every batch; a subclass setting this
-    # to False reproduces it (the baseline of benchmarks/train_speed.py).
-    lean_critic_batches: bool = True
 
     def __init__(
         self,
@@ -214,11 +189,12 @@ class SimSID(AnomalibModule):
         """Critic step on every batch; generator step and queue write every ``n_critic`` batches.
 
         One generator pass serves both steps, as released. The adversarial term reads the critic
-        after its update, hence the second critic call on the generator step.
+        after its update, hence the second critic call on the generator step. Critic-only batches run
+        the generator without autograd graph and teacher: their only use is the detached fake image.
         """
         d_opt, g_opt = self.optimizers()
         generator_step = batch_idx % self.hparams.n_critic == 0
-        output = self.model(batch.image, full_pass=generator_step or not self.lean_critic_batches)
+        output = self.model(batch.image, full_pass=generator_step)
 
         d_loss = self.discriminator_loss(output)
         d_opt.zero_grad()
@@ -251,18 +227,24 @@ class SimSID(AnomalibModule):
             schedule.step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also save the RNG states, so a resumed run draws the same shuffles, augmentations and masks."""
+        """Also save the RNG states and the run folder, for a resume that continues the same run.
+
+        The RNG states make it draw the same shuffles, augmentations and masks; the folder lets it
+        write where the run it resumes wrote.
+        """
         super().on_save_checkpoint(checkpoint)
         checkpoint[RNG_STATE_KEY] = collect_rng_states()
+        checkpoint[RUN_DIR_KEY] = str(self.trainer.default_root_dir)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a foreign checkpoint; when fitting resumes, restore the RNG states.
 
         Lightning calls this hook before it loads the state dict, so a PaDiM or PatchCore checkpoint
         given to ``anomalib test/export --model SimSID --ckpt_path`` ends in one short
-        :class:`~anomalib_simsid.deploy.checkpoint.NotSimSIDError` instead of hundreds of missing keys.
+        :class:`~anomalib_simsid.models.simsid.checkpoint.NotSimSIDError` instead of hundreds of
+        missing keys.
         """
-        refuse_foreign_checkpoint(checkpoint)
+        check_structure(checkpoint)
         super().on_load_checkpoint(checkpoint)
         if RNG_STATE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
             restore_rng_states(checkpoint[RNG_STATE_KEY])
@@ -302,7 +284,7 @@ class SimSID(AnomalibModule):
             rank_zero_warn(
                 f"SimSID: validation image_AUROC after fitting is {float(auroc):.3f}, below 0.5: the score "
                 "ranks normal images as more anomalous than abnormal ones. The model is undertrained "
-                "(train longer; see benchmarks/results/curves) or the data breaks SimSID's assumption "
+                "(train longer) or the data breaks SimSID's assumption "
                 "that anomalies change the anatomy it learned. Do not deploy its threshold."
             )
 

@@ -18,6 +18,9 @@ import numpy as np
 import torch
 
 RNG_STATE_KEY = "simsid_rng_states"
+# The run folder (``Engine``'s ``<root>/SimSID/<set>/v<n>``) that saved the checkpoint, so a resumed
+# run writes into the same folder.
+RUN_DIR_KEY = "simsid_run_dir"
 
 
 def collect_rng_states() -> dict[str, Any]:

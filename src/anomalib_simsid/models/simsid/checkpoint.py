@@ -1,0 +1,76 @@
+"""What makes a file a SimSID checkpoint: one check, used by the model and by ``deploy/``.
+
+A Lightning checkpoint does not record its model class, so a PaDiM or PatchCore checkpoint would load
+into ``SimSID`` only to fail deep inside ``load_state_dict`` (or, worse, partly succeed). The file
+must be a torch file, a Lightning checkpoint, and carry SimSID's hyper-parameters and its
+generator/critic weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Hyper-parameters and state-dict prefixes that only a SimSID checkpoint has.
+REQUIRED_HPARAMS = ("img_size", "num_patch", "level", "base_width")
+REQUIRED_PREFIXES = ("model.generator.encoder.", "model.generator.student.", "model.discriminator.")
+
+
+class NotSimSIDError(ValueError):
+    """The file is not a usable SimSID checkpoint or export; the message says what it is instead."""
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read ``path`` as a Lightning checkpoint dict, with ``weights_only=True`` as anomalib does.
+
+    ``mmap`` maps the tensors instead of reading them (a cheap check of a large file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"checkpoint {path} does not exist or is not a file"
+        raise FileNotFoundError(msg)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:
+        reason = _load_failure(err)
+        msg = f"{path} is not a PyTorch Lightning checkpoint of SimSID: torch.load failed ({reason})"
+        raise NotSimSIDError(msg) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        kind = type(checkpoint).__name__
+        msg = f"{path} is a torch file ({kind}) but not a Lightning checkpoint (no 'state_dict')"
+        raise NotSimSIDError(msg)
+    return checkpoint
+
+
+def _load_failure(err: Exception) -> str:
+    """Say why in one line, without torch's advice to retry with ``weights_only=False`` (unsafe here)."""
+    text = str(err)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds Python objects other than tensors and plain containers, which are never unpickled"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first[:200]}"
+
+
+def check_structure(checkpoint: dict[str, Any], path: str | Path = "the checkpoint") -> dict[str, Any]:
+    """Raise :class:`NotSimSIDError` unless ``checkpoint`` has SimSID's hyper-parameters and weights.
+
+    Only the structure is checked: a resumed run may start from a checkpoint saved before any
+    validation, so a fitted threshold is not required here (deployment checks it on top).
+
+    Returns:
+        the checkpoint's hyper-parameters.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    state = checkpoint.get("state_dict") or {}
+    missing = [p for p in REQUIRED_PREFIXES if not any(k.startswith(p) for k in state)]
+    missing += [h for h in REQUIRED_HPARAMS if h not in hparams]
+    if missing:
+        top = sorted({k.split(".")[1] if k.startswith("model.") else k.split(".")[0] for k in state})[:8]
+        msg = (
+            f"{path} is not a SimSID checkpoint: it lacks {', '.join(missing)} (its model has {top}). "
+            "Use it with the anomalib model that trained it."
+        )
+        raise NotSimSIDError(msg)
+    return dict(hparams)
