@@ -17,15 +17,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchvision.transforms.v2 import Transform
 
 from .base import ON_BAD_IMAGE, SPLITS, SplitDataModule, apply_bad_image_policy
-from .image_io import IMAGE_SUFFIXES
+from .image_io import is_image_file
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted; hidden files (``._x.jpeg``, ``.DS_Store``) skipped."""
+    """Image files (:func:`is_image_file`) directly in ``folder``, sorted; hidden files skipped."""
     return sorted(
         entry
         for entry in folder.iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_SUFFIXES
+        if entry.is_file() and not entry.name.startswith(".") and is_image_file(entry)
     )
 
 
