@@ -23,6 +23,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
@@ -30,8 +31,10 @@ from .distributed import broadcast_buffers, require_unused_parameter_detection
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .post_processing import SimSIDPostProcessor
 from .pre_processing import check_pre_processor_size, simsid_pre_processor
+from .predictions import PredictionsCSV
 from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
 from .torch_model import SimSIDModel
+from .visualizer import SimSIDVisualizer
 
 
 def refuse_foreign_checkpoint(checkpoint: dict[str, Any]) -> None:
@@ -190,6 +193,15 @@ class SimSID(AnomalibModule):
                 F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
             ],
         )
+
+    @classmethod
+    def configure_visualizer(cls) -> SimSIDVisualizer:
+        """Draw overlays from the package's reader: DICOM windowed, 16-bit not white (:mod:`.visualizer`)."""
+        return SimSIDVisualizer()
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Return anomalib's components and the ``predictions.csv`` writer (:mod:`.predictions`)."""
+        return [*super().configure_callbacks(), PredictionsCSV()]
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
         """Critic and generator Adam, betas (0.5, 0.999); cosine on the generator (and critic if asked)."""
