@@ -82,6 +82,9 @@ class ChestXRayDataModule(SplitDataModule):
     file shrinks its split rather than changing which files the others contain.
     """
 
+    # Options that decide the drawn splits, named in the split log (a subclass without any sets ()).
+    split_options: tuple[str, ...] = ("split_seed", "positive_ratio")
+
     def __init__(
         self,
         root: str,
@@ -140,8 +143,6 @@ class ChestXRayDataModule(SplitDataModule):
             f"{split} {labels.get((split, 0), 0)} normal + {labels.get((split, 1), 0)} abnormal"
             for split in SPLITS
         )
-        rank_zero_info(
-            f"{self.name} from {source}: {sizes} "
-            f"(split_seed={self.split_seed}, positive_ratio={self.positive_ratio})"
-        )
+        options = ", ".join(f"{name}={getattr(self, name)}" for name in self.split_options)
+        rank_zero_info(f"{self.name} from {source}: {sizes} ({options or 'splits as on disk'})")
         return samples
