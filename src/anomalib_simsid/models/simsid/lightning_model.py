@@ -33,6 +33,7 @@ from .post_processing import SimSIDPostProcessor
 from .pre_processing import check_pre_processor_size, simsid_pre_processor
 from .predictions import PredictionsCSV
 from .resume import RNG_STATE_KEY, collect_rng_states, restore_rng_states
+from .timer import SimSIDTimer
 from .torch_model import SimSIDModel
 from .visualizer import SimSIDVisualizer
 
@@ -200,8 +201,12 @@ class SimSID(AnomalibModule):
         return SimSIDVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
-        """Return anomalib's components and the ``predictions.csv`` writer (:mod:`.predictions`)."""
-        return [*super().configure_callbacks(), PredictionsCSV()]
+        """Return anomalib's components, the ``predictions.csv`` writer and a timer naming its figures.
+
+        :class:`.timer.SimSIDTimer` replaces anomalib's ``TimerCallback`` (Lightning swaps a trainer
+        callback for a model callback of a subclass), so only SimSID runs change.
+        """
+        return [*super().configure_callbacks(), PredictionsCSV(), SimSIDTimer()]
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
         """Critic and generator Adam, betas (0.5, 0.999); cosine on the generator (and critic if asked)."""
