@@ -98,6 +98,10 @@ def test_train_test_predict_and_score_dicom_and_16bit(
     config = _config(tmp_path, data_root)
     trained = _run([anomalib_bin, "train", "--model", "SimSID", "--config", str(config)], tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
+    output = trained.stdout + trained.stderr
+    assert "Throughput" not in output  # anomalib's test FPS, read as training speed
+    assert "training images at" in output
+    assert "test (inference only)" in output
     overlays = {p.name for p in (tmp_path / "results").rglob("images/**/*") if p.is_file()}
     assert {"abnormal1.dcm.png", "abnormal2.dcm.png", "abnormal3.png", "abnormal0.png"} <= overlays
     ckpt = next((tmp_path / "results" / "logs").rglob("last.ckpt"))
