@@ -76,6 +76,7 @@ def int8_auroc(
     limit: int | None = None,
     irs: dict[str, Path] | None = None,
     int8_options: dict[str, Any] | None = None,
+    weight_compression: bool = True,
 ) -> dict[str, Any]:
     """FP32 vs INT8 image AUROC (in AUROC points, i.e. x100) on ``datamodule``'s test split.
 
@@ -98,13 +99,19 @@ def int8_auroc(
                 datamodule=datamodule,
                 calibration_size=calibration_size,
                 int8_options=int8_options,
+                int8_weight_compression=weight_compression,
             )
             export_seconds = time.perf_counter() - start
             # What made the IRs: this script's options, or files it was given (never re-quantised).
-            provenance = {"int8_options": "default" if int8_options is None else int8_options, "irs": None}
+            provenance = {
+                "int8_options": "default" if int8_options is None else int8_options,
+                "int8_weight_compression": weight_compression,
+                "irs": None,
+            }
         else:
             export_seconds = None
             provenance = {"int8_options": None, "irs": {name: str(path) for name, path in irs.items()}}
+        sizes = {f"ir_mb_{name}": Path(irs[name]).with_suffix(".bin").stat().st_size / 1e6 for name in irs}
         images, labels = load_test_split(datamodule, img_size, limit)
         outputs = {name: run_ir(irs[name], images) for name in ("fp32", "int8")}
     outputs["torch"] = torch_reference(model, images)
@@ -130,6 +137,7 @@ def int8_auroc(
         "label_agreement_int8_fp32": float((int8["pred_label"] == fp32["pred_label"]).mean()),
         # Rank agreement bounds the AUROC change for any labelling: 1.0 means INT8 ranks like FP32.
         "spearman_int8_fp32": float(spearmanr(int8["pred_score"], fp32["pred_score"]).statistic),
+        **sizes,
         **provenance,
         "export_seconds": export_seconds,
     }
@@ -156,12 +164,22 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help='nncf.quantize keywords as JSON; "{}" = NNCF defaults (anomalib\'s)',
     )
+    parser.add_argument(
+        "--int8-float-matmul-weights", action="store_true", help="keep the INT8 IR's MatMul weights in float"
+    )
     args = parser.parse_args(argv)
     datamodule = instantiate({"class_path": args.data, "init_args": json.loads(args.data_args)})
     options = None if args.int8_options is None else json.loads(args.int8_options)
     irs = dict(zip(("fp32", "int8"), args.irs, strict=True)) if args.irs else None
     result = int8_auroc(
-        args.ckpt, datamodule, args.work_dir, args.calibration_size, args.limit, irs=irs, int8_options=options
+        args.ckpt,
+        datamodule,
+        args.work_dir,
+        args.calibration_size,
+        args.limit,
+        irs=irs,
+        int8_options=options,
+        weight_compression=not args.int8_float_matmul_weights,
     )
     print(json.dumps(result, indent=2))
     print(

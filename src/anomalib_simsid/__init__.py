@@ -7,9 +7,15 @@ SimSID-scoped fixes of anomalib 2.7 (:mod:`anomalib_simsid.fixes`); other models
 """
 
 import importlib
+import warnings
 
-from .data import CheXpert, COVIDx, DigitAnatomy, XRayFolder, ZhangLab
-from .models import SimSID, SimSIDModel
+with warnings.catch_warnings():
+    # When this import is the first of anomalib.models, anomalib 2.7's Dinomaly emits two
+    # FutureWarnings about its own imports (timm.models.layers, components.dinov2): not the user's.
+    warnings.filterwarnings("ignore", r"Importing from timm\.models\.layers", FutureWarning)
+    warnings.filterwarnings("ignore", r"The anomalib\.models\.components\.dinov2 package", FutureWarning)
+    from .data import CheXpert, COVIDx, DigitAnatomy, XRayFolder, ZhangLab
+    from .models import SimSID, SimSIDModel
 
 __all__ = ["COVIDx", "CheXpert", "DigitAnatomy", "SimSID", "SimSIDModel", "XRayFolder", "ZhangLab"]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ FP16, INT8 from one ONNX trace); :func:`tests.helpers.tiny_deployment` caches it
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -28,6 +29,7 @@ from anomalib_simsid.deploy import (
     read_metadata,
     torch_reference,
 )
+from anomalib_simsid.deploy.export import quantize_int8
 from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
 from tests.helpers import (
@@ -134,6 +136,32 @@ def test_int8_quantises_convolutions_and_keeps_memory_reads_in_float(deployment:
     assert counts["Convolution"][1] > 0
     assert counts["MatMul"][0] > 0
     assert counts["MatMul"][1] == 0
+
+
+def test_int8_stores_matmul_weights_as_int8(deployment: TinyDeployment) -> None:
+    """The float MatMul weights (memory matrices) are INT8 too, so the INT8 IR is about a quarter of FP32."""
+    sizes = {name: path.with_suffix(".bin").stat().st_size for name, path in deployment.irs.items()}
+    assert sizes["int8"] < 0.32 * sizes["fp32"], sizes
+    metadata = read_metadata(ov.Core().read_model(str(deployment.irs["int8"])))
+    assert metadata["matmul_weights"] == "int8_asym"
+
+
+def test_int8_quantisation_log_is_short(
+    deployment: TinyDeployment, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """NNCF's per-node INFO lines (~80 for the demo model) are held back; SimSID's step lines remain."""
+    fp32 = ov.Core().read_model(str(deployment.irs["fp32"]))
+    calibration = [deployment.images[i : i + 1].numpy() for i in range(2)]
+    level = logging.getLogger("nncf").level
+    with caplog.at_level(logging.INFO):
+        quantize_int8(fp32, calibration)
+    printed = capfd.readouterr()
+    assert "Not adding activation input quantizer" not in printed.out + printed.err
+    assert not [r for r in caplog.records if r.name.startswith("nncf") and r.levelno < logging.WARNING]
+    steps = [r.getMessage() for r in caplog.records if r.name == "anomalib_simsid.deploy.export"]
+    assert any("calibrating on 2" in m for m in steps)
+    assert any("MatMul weights" in m for m in steps)
+    assert logging.getLogger("nncf").level == level  # restored
 
 
 def test_ir_has_no_random_or_stateful_ops(deployment: TinyDeployment) -> None:

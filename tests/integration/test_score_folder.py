@@ -101,8 +101,7 @@ def test_scores_csv_heatmaps_and_ground_truth(
 def _variants(base: Path, folder: Path) -> dict[str, Path]:
     """The same picture as 8-bit grey, RGB, opaque RGBA, 16-bit grey and DICOM, plus other sizes."""
     folder.mkdir(parents=True)
-    grey = np.asarray(Image.open(base).convert("L")).copy()
-    grey[0, 0], grey[0, 1] = 0, 255  # full range, so DICOM's min-max window is the identity
+    grey = np.asarray(Image.open(base).convert("L"))  # a DICOM without window is scaled by bit depth too
     paths = {name: folder / f"{name}.png" for name in ("grey", "rgb", "rgba", "grey16", "big", "wide")}
     Image.fromarray(grey).save(paths["grey"])
     Image.fromarray(grey).convert("RGB").save(paths["rgb"])

@@ -17,15 +17,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchvision.transforms.v2 import Transform
 
 from .base import ON_BAD_IMAGE, SPLITS, SplitDataModule, apply_bad_image_policy
-from .image_io import IMAGE_SUFFIXES
+from .image_io import is_image_file
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted; hidden files (``._x.jpeg``, ``.DS_Store``) skipped."""
+    """Image files (:func:`is_image_file`) directly in ``folder``, sorted; hidden files skipped."""
     return sorted(
         entry
         for entry in folder.iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_SUFFIXES
+        if entry.is_file() and not entry.name.startswith(".") and is_image_file(entry)
     )
 
 
@@ -81,6 +81,9 @@ class ChestXRayDataModule(SplitDataModule):
     drops them with a warning naming them. Files are checked after the split is drawn, so a bad
     file shrinks its split rather than changing which files the others contain.
     """
+
+    # Options that decide the drawn splits, named in the split log (a subclass without any sets ()).
+    split_options: tuple[str, ...] = ("split_seed", "positive_ratio")
 
     def __init__(
         self,
@@ -140,8 +143,6 @@ class ChestXRayDataModule(SplitDataModule):
             f"{split} {labels.get((split, 0), 0)} normal + {labels.get((split, 1), 0)} abnormal"
             for split in SPLITS
         )
-        rank_zero_info(
-            f"{self.name} from {source}: {sizes} "
-            f"(split_seed={self.split_seed}, positive_ratio={self.positive_ratio})"
-        )
+        options = ", ".join(f"{name}={getattr(self, name)}" for name in self.split_options)
+        rank_zero_info(f"{self.name} from {source}: {sizes} ({options or 'splits as on disk'})")
         return samples

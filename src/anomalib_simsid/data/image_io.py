@@ -1,9 +1,18 @@
 """Reading radiographs as anomalib expects them: float32 tensors (3, H, W) in [0, 1].
 
 anomalib's own ``read_image`` does ``PIL.Image.open(path).convert("RGB")``, which clips 16-bit
-PNGs to white and cannot read DICOM. This reader keeps the full dynamic range (scaling by the
-bit depth), applies the DICOM display pipeline (rescale, VOI LUT or window, MONOCHROME1 inversion),
-composites alpha on black, and names the file on any failure.
+PNGs to white and cannot read DICOM. This reader is the package's only way into pixels (training,
+validation, test, predict, overlays and ``simsid-score``), with one intensity convention:
+
+* **Windowed DICOM** (VOI LUT or window centre/width): the window, as a radiologist views it, maps to
+  [0, 1] end to end, exactly as a PNG export of that view would hold it.
+* **Everything else is scaled by its representable range, never by its content**: a PNG/JPEG by its
+  bit depth (8-bit / 255, 16-bit / 65535), a DICOM without a window by the range of its stored bits
+  (``BitsStored``, signed or not) through the modality rescale. The same pixels as a 16-bit PNG and as
+  a 16-bit DICOM therefore give the same tensor and the same score, and a score never moves because
+  of one bright pixel elsewhere in the image (as a min-max stretch would make it).
+
+MONOCHROME1 is inverted, alpha composited on black, and any failure names the file.
 """
 
 from __future__ import annotations
@@ -41,6 +50,11 @@ def read_image(path: str | Path) -> torch.Tensor:
     if array.ndim == 2:
         array = np.repeat(array[None], 3, axis=0)
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def is_image_file(path: Path) -> bool:
+    """Tell whether a package listing takes ``path``: a raster suffix, or DICOM (suffix or magic)."""
+    return path.suffix.lower() in RASTER_SUFFIXES or is_dicom(path)
 
 
 def is_dicom(path: Path) -> bool:
@@ -212,7 +226,8 @@ def _voi_window(values: np.ndarray, ds: object) -> np.ndarray:
 
     pydicom maps to the output range of the LUT (its bit depth) or of the window (which depends on
     the stored bits and the rescale), so that range is read back rather than recomputed here: a
-    window sends -inf and +inf to its two ends. Without a VOI LUT or window, stretch min..max.
+    window sends -inf and +inf to its two ends. Without a VOI LUT or window, scale by the stored
+    range (:func:`_stored_range`), as a PNG is scaled by its bit depth.
     """
     from pydicom.pixels import apply_voi_lut
 
@@ -222,4 +237,20 @@ def _voi_window(values: np.ndarray, ds: object) -> np.ndarray:
     if "WindowCenter" in ds and "WindowWidth" in ds:
         low, high = apply_voi_lut(np.array([-np.inf, np.inf]), ds)
         return (apply_voi_lut(values, ds) - low) / (high - low)
-    return _min_max(values)
+    low, high = _stored_range(ds)
+    return (values - low) / (high - low)
+
+
+def _stored_range(ds: object) -> tuple[float, float]:
+    """Return the range ``BitsStored`` (signed or not) can hold, through the modality rescale."""
+    from pydicom.pixels import apply_modality_lut
+
+    bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 16) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    stored = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
+    ends = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    low, high = float(ends.min()), float(ends.max())
+    if high <= low:
+        msg = f"the DICOM modality LUT maps the stored range {stored.tolist()} to one value {low}"
+        raise ValueError(msg)
+    return low, high

@@ -39,6 +39,8 @@ class XRayFolder(ChestXRayDataModule):
         on_bad_image: ``"raise"`` (default) or ``"skip"`` unreadable files.
     """
 
+    split_options: tuple[str, ...] = ()  # nothing is drawn: the log names no split_seed or positive_ratio
+
     def __init__(
         self,
         root: str,

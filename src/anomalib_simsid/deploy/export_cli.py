@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--int8-options", default=None, help='nncf.quantize keywords as JSON; "{}" = NNCF defaults'
     )
+    parser.add_argument(
+        "--int8-float-matmul-weights",
+        action="store_true",
+        help="keep the MatMul weights (memory matrices) of the INT8 IR in float (about 3x larger)",
+    )
     return parser
 
 
@@ -112,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             datamodule=datamodule,
             calibration_size=args.calibration_size,
             int8_options=options,
+            int8_weight_compression=not args.int8_float_matmul_weights,
         )
     except (NotSimSIDError, FileNotFoundError, ValueError, ImageReadError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -37,7 +37,7 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable
+from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable, is_image_file
 
 from .checkpoint import NotSimSIDError
 from .export import staging_folder
@@ -89,15 +89,18 @@ class ScoredFolder:
 
 
 def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Every image below ``root`` (recursive, sorted); hidden files and folders, and ``exclude``, skipped."""
+    """Every image below ``root`` (recursive, sorted; DICOM also by magic, as ``anomalib predict`` finds it).
+
+    Hidden files and folders, and ``exclude``, are skipped.
+    """
     excluded = exclude.resolve() if exclude is not None else None
     return sorted(
         p
         for p in root.rglob("*")
         if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
         and (excluded is None or not p.resolve().is_relative_to(excluded))
+        and is_image_file(p)
     )
 
 

@@ -45,8 +45,12 @@ def write_dicom(
     slope: float | None = None,
     intercept: float | None = None,
     window: tuple[float | list[float], float | list[float]] | None = None,
+    bits_stored: int | None = None,
 ) -> Path:
-    """A minimal uncompressed single-frame DICOM (explicit VR little endian) written with pydicom."""
+    """A minimal uncompressed single-frame DICOM (explicit VR little endian) written with pydicom.
+
+    ``bits_stored`` defaults to the dtype's bits (``BitsAllocated``).
+    """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -65,8 +69,8 @@ def write_dicom(
         ds.PlanarConfiguration = 0
     bits = 8 * pixels.dtype.itemsize
     ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
+    ds.BitsStored = bits_stored or bits
+    ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
     if slope is not None:
         ds.RescaleSlope = slope

@@ -11,7 +11,13 @@ import torch
 from fixtures import truncate, write_dicom, write_image, write_text_as_image
 from PIL import Image
 
-from anomalib_simsid.data.image_io import ImageReadError, check_image, find_unreadable, read_image
+from anomalib_simsid.data.image_io import (
+    ImageReadError,
+    check_image,
+    find_unreadable,
+    is_image_file,
+    read_image,
+)
 
 
 def _assert_unit(image: torch.Tensor, shape: tuple[int, int]) -> None:
@@ -71,10 +77,10 @@ def test_rgb_and_rgba(tmp_path: Path) -> None:
 
 def test_dicom_rescale_window_and_monochrome1(tmp_path: Path) -> None:
     raw = np.array([[0, 100], [200, 300]], dtype=np.uint16)
-    # min-max without a window, after rescale (2x - 100): values -100, 100, 300, 500
+    # no window: the stored range 0..65535 through the rescale (2x - 100) spans -100..130970
     image = read_image(write_dicom(tmp_path / "a.dcm", raw, slope=2.0, intercept=-100.0))
     _assert_unit(image, (2, 2))
-    assert image[0].flatten().tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    assert image[0].flatten().tolist() == pytest.approx([v * 2 / 131070 for v in (0, 100, 200, 300)])
     # VOI window on the rescaled values: centre 200, width 401 maps [0, 400] to [0, 1], clipping outside
     image = read_image(
         write_dicom(tmp_path / "w.dcm", raw, slope=2.0, intercept=-100.0, window=(200.0, 401.0))
@@ -87,7 +93,32 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path: Path) -> None:
     assert image[0].flatten().tolist() == pytest.approx([0.0, 0.25, 0.75, 1.0], abs=0.01)
     # MONOCHROME1: high values are dark
     image = read_image(write_dicom(tmp_path / "m1.dcm", raw, photometric="MONOCHROME1"))
-    assert image[0].flatten().tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    assert image[0].flatten().tolist() == pytest.approx([1 - v / 65535 for v in (0, 100, 200, 300)])
+
+
+def test_dicom_and_png_of_the_same_pixels_read_the_same(tmp_path: Path) -> None:
+    """One convention: without a window, DICOM is scaled by its stored range as PNG by its bit depth.
+
+    The pixels do not span their range (a min-max stretch would brighten the DICOM only).
+    """
+    pixels = np.random.default_rng(0).integers(1000, 40000, (8, 8)).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "g16.png")
+    as_png = read_image(tmp_path / "g16.png")
+    as_dicom = read_image(write_dicom(tmp_path / "g16.dcm", pixels))
+    assert torch.equal(as_png, as_dicom)
+    grey = (pixels // 256).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "g8.png")
+    assert torch.equal(read_image(tmp_path / "g8.png"), read_image(write_dicom(tmp_path / "g8.dcm", grey)))
+
+
+def test_dicom_scaled_by_bits_stored(tmp_path: Path) -> None:
+    """12 stored bits in 16 allocated: 4095 is white; signed data spans -2048..2047."""
+    pixels = np.array([[0, 1024], [2048, 4095]], dtype=np.uint16)
+    image = read_image(write_dicom(tmp_path / "b12.dcm", pixels, bits_stored=12))
+    assert image[0].flatten().tolist() == pytest.approx((pixels.flatten() / 4095).tolist())
+    signed = np.array([[-2048, 0], [1000, 2047]], dtype=np.int16)
+    image = read_image(write_dicom(tmp_path / "s12.dcm", signed, bits_stored=12))
+    assert image[0].flatten().tolist() == pytest.approx(((signed.flatten() + 2048) / 4095).tolist())
 
 
 def test_dicom_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
@@ -110,6 +141,10 @@ def test_dicom_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
 def test_dicom_without_suffix_is_detected(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "image", np.arange(4, dtype=np.uint8).reshape(2, 2))
     assert read_image(path).shape == (3, 2, 2)
+    (tmp_path / "notes").write_text("not an image")
+    assert is_image_file(path)
+    assert not is_image_file(tmp_path / "notes")
+    assert not is_image_file(write_text_as_image(tmp_path / "x.txt"))
 
 
 def test_truncated_jpeg_names_file(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -109,3 +110,13 @@ def test_real_adult_cxr_counts() -> None:
         ("test", 0): 500,
         ("test", 1): 500,
     }
+
+
+def test_split_log_names_no_options_it_lacks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing is drawn, so the log names neither split_seed nor positive_ratio."""
+    with caplog.at_level(logging.INFO):
+        XRayFolder(str(make_folders(tmp_path))).build_samples()
+    line = next(r.getMessage() for r in caplog.records if "5 normal" in r.getMessage())
+    assert "split_seed" not in line
+    assert "positive_ratio" not in line
+    assert "splits as on disk" in line

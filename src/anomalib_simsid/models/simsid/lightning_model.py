@@ -23,6 +23,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
@@ -32,8 +33,11 @@ from .export import SimSIDExport
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .post_processing import SimSIDPostProcessor
 from .pre_processing import check_pre_processor_size, simsid_pre_processor
+from .predictions import PredictionsCSV
 from .resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, restore_rng_states
+from .timer import SimSIDTimer
 from .torch_model import SimSIDModel
+from .visualizer import SimSIDVisualizer
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -165,6 +169,19 @@ class SimSID(SimSIDExport, AnomalibModule):
                 F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
             ],
         )
+
+    @classmethod
+    def configure_visualizer(cls) -> SimSIDVisualizer:
+        """Draw overlays from the package's reader: DICOM windowed, 16-bit not white (:mod:`.visualizer`)."""
+        return SimSIDVisualizer()
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Return anomalib's components, the ``predictions.csv`` writer and a timer naming its figures.
+
+        :class:`.timer.SimSIDTimer` replaces anomalib's ``TimerCallback`` (Lightning swaps a trainer
+        callback for a model callback of a subclass), so only SimSID runs change.
+        """
+        return [*super().configure_callbacks(), PredictionsCSV(), SimSIDTimer()]
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
         """Critic and generator Adam, betas (0.5, 0.999); cosine on the generator (and critic if asked)."""
