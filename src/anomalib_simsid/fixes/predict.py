@@ -10,6 +10,7 @@ imported for this with the functions below, and puts anomalib's back afterwards.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +34,9 @@ def find_images(path: str | Path, base_dir: str | Path | None = None) -> list[Pa
     """List the image ``path``, or every image under the folder ``path`` (recursive, hidden skipped).
 
     Keeps anomalib's path validation (length, characters, ``base_dir`` confinement, existence), finds
-    DICOM by suffix or by its ``DICM`` magic, and checks every file cheaply up front so that all bad
-    files are named in one error before any prediction runs.
+    DICOM by suffix or by its ``DICM`` magic, and checks every file cheaply up front. Unreadable files
+    of a folder are named in one warning and skipped, so one bad file does not cost the whole folder's
+    predictions; an unreadable single file, or a folder with nothing readable, is one error.
     """
     from anomalib.data.utils.path import validate_path
 
@@ -56,10 +58,13 @@ def find_images(path: str | Path, base_dir: str | Path | None = None) -> list[Pa
         msg = f"{path} is neither an image file nor a folder of images; expected {EXPECTED}"
         raise FileNotFoundError(msg)
     bad = find_unreadable(images)
-    if bad:
-        msg = f"{len(bad)} of {len(images)} image(s) to predict cannot be read:{named(list(bad.values()))}"
+    if not bad:
+        return images
+    msg = f"{len(bad)} of {len(images)} image(s) to predict cannot be read:{named(list(bad.values()))}"
+    if len(bad) == len(images):
         raise ImageReadError(msg)
-    return images
+    warnings.warn(f"{msg}\nThey are skipped; the other {len(images) - len(bad)} are predicted.", stacklevel=2)
+    return [image for image in images if str(image) not in bad]
 
 
 def read_predict_image(path: str | Path, as_tensor: bool = False) -> torch.Tensor | np.ndarray:

@@ -73,14 +73,23 @@ def _check_16_bit_and_dicom(bit_depths: Path, tmp_path: Path) -> None:
     assert torch.equal(dataset[0].image, read_image(dataset.image_filenames[0]))
 
 
-def test_bad_files_are_named_before_predicting(bit_depths: Path) -> None:
+def test_bad_files_are_named_and_skipped_before_predicting(bit_depths: Path) -> None:
     write_text_as_image(bit_depths / "notes.png")
     (bit_depths / "empty.jpeg").write_bytes(b"")
     with (
         package_reader(),
-        pytest.raises(ImageReadError, match=r"(?s)2 of 4 image\(s\).*empty\.jpeg.*notes\.png"),
+        pytest.warns(
+            UserWarning, match=r"(?s)2 of 4 image\(s\).*empty\.jpeg.*notes\.png.*other 2 are predicted"
+        ),
     ):
-        PredictDataset(bit_depths)
+        dataset = PredictDataset(bit_depths)
+    assert sorted(Path(p).name for p in dataset.image_filenames) == ["same_16bit.png", "same_8bit.png"]
+
+
+def test_a_folder_of_only_bad_files_is_one_error(tmp_path: Path) -> None:
+    write_text_as_image(tmp_path / "notes.png")
+    with package_reader(), pytest.raises(ImageReadError, match=r"(?s)1 of 1 image\(s\).*notes\.png"):
+        PredictDataset(tmp_path)
 
 
 def _scores(predictions: list) -> dict[str, float]:
