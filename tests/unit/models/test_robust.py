@@ -128,7 +128,9 @@ def test_calibrated_residual_removes_the_sharpness_trend_that_the_plain_residual
     sharpest = int(mean_abs_gradient(held_out).argmax())
     one = held_out[sharpest : sharpest + 1]
     softer = GaussianBlur(1.5)(one)
-    pair = model.residual_scores(torch.cat([one, softer]), model.generator(torch.cat([one, softer])).reconstruction)
+    pair = model.residual_scores(
+        torch.cat([one, softer]), model.generator(torch.cat([one, softer])).reconstruction
+    )
     plain_change = abs(float(pair["residual_mean"][0].log() - pair["residual_mean"][1].log()))
     calibrated_change = abs(float(pair["calibrated_residual"][0] - pair["calibrated_residual"][1]))
     assert plain_change > 0.3
