@@ -8,7 +8,7 @@ epoch, split and score it gives the AUROC on all images, the AUROC on normal/abn
 on sharpness (mean absolute gradient of the 128-px grey image, as in ``benchmarks.diagnose``;
 greedy nearest neighbour, normals in path order, without replacement, caliper 0.1 SD of the split),
 and Spearman ρ of the score with sharpness. Choose on validation; test is recorded, never used.
-Writes ``<out>.csv`` (every row) and ``<out>.md`` (last epoch, mean over seeds).
+Writes ``<out>.csv`` (every row) and ``<out>.md`` (a table per epoch, mean over seeds).
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def summarise(runs: Path, scores: tuple[str, ...], cache: Path | None = None) ->
     return pd.DataFrame(rows)
 
 
-def table(rows: pd.DataFrame) -> str:
-    """Markdown: each run's last epoch, mean (and range) over seeds, validation then test."""
-    last = rows[rows.epoch == rows.groupby(["config", "seed"]).epoch.transform("max")]
+def table(rows: pd.DataFrame, epoch: int) -> str:
+    """Markdown: every run at ``epoch``, mean (and range) over seeds, validation then test."""
+    last = rows[rows.epoch == epoch]
     wide = last.pivot_table(
         index=["config", "score", "seed"], columns="split", values=["auroc", "matched_auroc", "rho_sharpness"]
     )
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(args.runs, tuple(args.scores.split(",")), args.cache)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.4f")
-    text = table(rows)
+    text = "\n\n".join(f"### Epoch {epoch}\n\n{table(rows, epoch)}" for epoch in sorted(rows.epoch.unique()))
     args.out.with_suffix(".md").write_text(text + "\n")
     print(text)
     return 0
