@@ -135,3 +135,25 @@ def test_the_calibration_fit_changes_no_training_step_and_lands_in_the_checkpoin
     assert float(calibration.slope) != 0.0
     state = torch.load(engine.trainer.checkpoint_callback.best_model_path, weights_only=True)["state_dict"]
     assert float(state["model.calibration.slope"]) == float(calibration.slope)
+
+
+def test_a_limited_epoch_still_ends_with_the_average_in_and_the_calibration_fitted(
+    digit_root: Path, tmp_path: Path
+) -> None:
+    seed_everything(0)
+    model = SimSID(**TINY_MODEL, score="calibrated_residual", ema_decay=0.5, visualizer=False)
+    engine = Engine(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+    )
+    engine.fit(
+        model,
+        datamodule=DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8),
+    )
+    assert bool(model.weight_average.averaged_in_model)
+    assert float(model.model.calibration.slope) != 0.0

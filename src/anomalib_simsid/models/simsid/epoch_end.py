@@ -61,6 +61,8 @@ def finish_training_epoch(module: SimSID) -> None:
     """Swap the averaged weights in (BatchNorm recomputed for ``"both"``) and fit the calibration."""
     model = module.model
     average = module.weight_average
+    if average is None and model.calibration is None:
+        return
     was_training = model.training
     model.eval()  # clean images: no nuisance augmentation, no in-painting mask
     try:

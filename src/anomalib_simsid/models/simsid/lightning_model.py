@@ -285,8 +285,8 @@ class SimSID(AnomalibModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         """After the epoch's last batch: averaged weights in, calibration fitted (see :mod:`.epoch_end`)."""
-        del outputs, batch, batch_idx
-        if self.trainer.is_last_batch:
+        del outputs, batch
+        if self.trainer.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:
             finish_training_epoch(self)
 
     def on_train_epoch_end(self) -> None:
