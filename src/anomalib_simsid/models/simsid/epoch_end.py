@@ -3,7 +3,8 @@
 With weight averaging (``ema_decay > 0``) the averaged networks are swapped into the model there, so
 validation, the curve callback, every checkpoint, test and export see them; the live weights return
 before the next training batch. With ``score="calibrated_residual"`` the residual-vs-sharpness line
-is refitted on the training normals with the weights the model then holds. Both passes over the
+is refitted on the training normals (as the training loader serves them, augmentation included)
+with the weights the model then holds. Both passes over the
 training images run under a forked RNG, so they change no shuffle, augmentation or mask of training.
 """
 
