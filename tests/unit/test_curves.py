@@ -18,6 +18,7 @@ SCORES = {
     "critic_recon",
     "critic_input",
     "residual_mean",
+    "lowpass_residual",
     "residual_max",
     "residual_block_max",
     "memory_distance",

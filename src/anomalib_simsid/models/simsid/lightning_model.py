@@ -29,6 +29,7 @@ from torch import nn, optim
 
 from .checkpoint import check_structure
 from .distributed import broadcast_buffers, require_unused_parameter_detection
+from .epoch_end import averaged_networks, build_weight_average, finish_training_epoch, resume_live_weights
 from .export import SimSIDExport
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .post_processing import SimSIDPostProcessor
@@ -50,6 +51,9 @@ def cpu_has_fast_bf16() -> bool:
 
 class SimSID(SimSIDExport, AnomalibModule):
     """SimSID as an anomalib model; defaults build the paper's model (46.1 M + 1.09 M parameters).
+
+    The last seven arguments are options against the sharpness shortcut (:mod:`.robust`,
+    :mod:`.epoch_end`); each is off by default.
 
     Args:
         img_size: side of the square input the network sees; every network size derives from it. It
@@ -83,6 +87,21 @@ class SimSID(SimSIDExport, AnomalibModule):
         channels_last: store the convolution weights NHWC, a speed lever (same math, other memory
             layout; see ``benchmarks/results/train_speed.md``). Mixed precision is the trainer's:
             ``--trainer.precision bf16-mixed``.
+        critic_blur_sigma: Gaussian low-pass (pixels) in front of the critic, for real and
+            reconstructed images alike, so sharpness cannot separate them. 0 = off (paper).
+        nuisance_strength: random blur/sharpening, gamma, contrast and brightness of training
+            images, scaled 0-1, so global appearance carries no information about "normal". 0 = off.
+        intensity_standardise: per-image zero mean / fixed spread before the networks, in training,
+            inference and the exported graph: scores ignore exposure and contrast. False = paper.
+        score: ``pred_score``: ``"critic"`` (paper), ``"lowpass_residual"`` (mean
+            ``|blur(x) - blur(x_hat)|``, blur ``lowpass_sigma`` px) or ``"calibrated_residual"`` (the
+            residual relative to the one expected at the image's sharpness, a line fitted on the
+            training normals after every epoch and stored in checkpoints and exports).
+        lowpass_sigma: Gaussian of the low-pass residual (also a diagnostic score).
+        ema_decay: exponential moving average of the networks' weights, used by validation,
+            checkpoints, test and export (steadier than the adversarial game's raw weights). 0 = off.
+        ema_scope: ``"generator"`` (default: the live critic judges the averaged generator) or
+            ``"both"`` (critic averaged too, BatchNorm statistics recomputed on the training images).
     """
 
     def __init__(
@@ -112,6 +131,13 @@ class SimSID(SimSIDExport, AnomalibModule):
         disc_cosine: bool = False,
         max_epochs: int | None = None,
         channels_last: bool = False,
+        critic_blur_sigma: float = 0.0,
+        nuisance_strength: float = 0.0,
+        intensity_standardise: bool = False,
+        score: str = "critic",
+        lowpass_sigma: float = 2.0,
+        ema_decay: float = 0.0,
+        ema_scope: str = "generator",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -139,9 +165,15 @@ class SimSID(SimSIDExport, AnomalibModule):
             inpaint_mask_ratio=inpaint_mask_ratio,
             use_inpainting=use_inpainting,
             disc_eval_norm=disc_eval_norm,
+            critic_blur_sigma=critic_blur_sigma,
+            nuisance_strength=nuisance_strength,
+            intensity_standardise=intensity_standardise,
+            score=score,
+            lowpass_sigma=lowpass_sigma,
         )
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.weight_average = build_weight_average(self.model, ema_decay, ema_scope)
         self.generator_loss = GeneratorLoss(recon_weight, teacher_weight, dist_weight, adv_weight)
         self.discriminator_loss = DiscriminatorLoss(disc_weight)
         self.automatic_optimization = False
@@ -229,6 +261,8 @@ class SimSID(SimSIDExport, AnomalibModule):
                 self.model.write_memory(self._gather_queries(output.generated.queries.detach()))
             logs["train_g_loss"] = g_loss.detach()
             logs.update({f"train_{name}_loss": value.detach() for name, value in terms.items()})
+        if self.weight_average is not None and (generator_step or self.hparams.ema_scope == "both"):
+            self.weight_average.update(averaged_networks(self.model, self.hparams.ema_scope))
         self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=output.image.shape[0])
 
     def _gather_queries(self, queries: torch.Tensor) -> torch.Tensor:
@@ -236,6 +270,17 @@ class SimSID(SimSIDExport, AnomalibModule):
         if self.trainer is None or self.trainer.world_size == 1:
             return queries
         return self.all_gather(queries).flatten(0, 1)
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Train the live weights (the averaged ones sit in the model from the end of each epoch)."""
+        del batch, batch_idx
+        resume_live_weights(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        """After the epoch's last batch: averaged weights in, calibration fitted (see :mod:`.epoch_end`)."""
+        del outputs, batch
+        if self.trainer.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:
+            finish_training_epoch(self)
 
     def on_train_epoch_end(self) -> None:
         """Step the cosine schedules once per epoch (manual optimisation does not)."""

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .robust import GaussianBlur
+
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.BatchNorm2d(out_ch)]
@@ -60,10 +62,19 @@ class Discriminator(nn.Module):
       instance normalisation with the BN affine parameters, and keeps a score independent of the
       other images in its batch.
     * ``"running"``: standard eval-mode BN with running statistics.
+
+    ``input_blur_sigma > 0`` puts a fixed Gaussian low-pass in front of the first convolution, so
+    real images and reconstructions reach the critic with the same bandwidth and sharpness alone
+    cannot separate them (the bandwidth-matched critic; off in the paper).
     """
 
     def __init__(
-        self, img_size: int, in_ch: int = 1, final_size: int = 4, eval_norm: str = "per_sample"
+        self,
+        img_size: int,
+        in_ch: int = 1,
+        final_size: int = 4,
+        eval_norm: str = "per_sample",
+        input_blur_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if eval_norm not in {"per_sample", "running"}:
@@ -74,6 +85,7 @@ class Discriminator(nn.Module):
             msg = f"discriminator: img_size {img_size} is not final_size {final_size} times a power of two"
             raise ValueError(msg)
         self.eval_norm = eval_norm
+        self.input_filter = GaussianBlur(input_blur_sigma) if input_blur_sigma > 0 else nn.Identity()
         channels = [in_ch] + [min(16 * 2**i, 256) for i in range(num_convs)]
         self.convs = nn.ModuleList(nn.Conv2d(channels[i], channels[i + 1], 5, 2, 2) for i in range(num_convs))
         self.norms = nn.ModuleList([nn.Identity()] + [nn.BatchNorm2d(c) for c in channels[2:]])
@@ -88,6 +100,7 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return one logit per image, shape ``(B,)``; high means "looks like a real normal image"."""
+        x = self.input_filter(x)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = F.leaky_relu(self._norm(norm, conv(x)), 0.2)
         return self.fc(x.flatten(1)).squeeze(1)

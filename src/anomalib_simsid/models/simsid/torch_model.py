@@ -16,6 +16,14 @@ from torch.nn import functional as F
 from .inpainting import InpaintingBlock
 from .memory import MemoryQueue, WindowMemory
 from .networks import Discriminator, ResBlock, UpBlock, patchify, stitch
+from .robust import (
+    SCORES,
+    GaussianBlur,
+    NuisanceAugment,
+    SharpnessCalibration,
+    mean_abs_gradient,
+    standardise_intensity,
+)
 
 
 class Encoder(nn.Module):
@@ -178,10 +186,19 @@ class SimSIDModel(nn.Module):
 
     In eval mode ``forward`` takes anomalib's 3-channel batch in [-1, 1], reduces it to one channel
     (the channel mean), reconstructs it with the student path only, and returns an
-    :class:`~anomalib.data.InferenceBatch`: ``pred_score`` is the negated critic logit of the
-    reconstruction (monotone in the paper's ``1 - sigmoid((s - mu) / sigma)``) and ``anomaly_map``
-    the absolute reconstruction residual (a plugin extension: the paper defines no map).
-    In training mode it runs what one training step needs and returns :class:`SimSIDTrainOutput`.
+    :class:`~anomalib.data.InferenceBatch`: ``pred_score`` is, with ``score="critic"`` (the paper),
+    the negated critic logit of the reconstruction (monotone in the paper's
+    ``1 - sigmoid((s - mu) / sigma)``), and ``anomaly_map`` the absolute reconstruction residual (a
+    plugin extension: the paper defines no map). In training mode it runs what one training step
+    needs and returns :class:`SimSIDTrainOutput`.
+
+    The options of :mod:`.robust` (all off by default) are: ``critic_blur_sigma`` (the critic sees
+    real and reconstructed images through one fixed low-pass), ``nuisance_strength`` (training-only
+    random blur/sharpening, gamma, contrast, brightness), ``intensity_standardise`` (per-image
+    standardisation, inside the exported graph), and ``score``: ``"critic"``, ``"lowpass_residual"``
+    (mean ``|blur(x) - blur(x_hat)|`` with a ``lowpass_sigma`` Gaussian) or ``"calibrated_residual"``
+    (the residual relative to the one expected at the image's sharpness, see
+    :class:`.robust.SharpnessCalibration`).
     """
 
     def __init__(
@@ -197,10 +214,18 @@ class SimSIDModel(nn.Module):
         inpaint_mask_ratio: float = 1.0,
         use_inpainting: bool = True,
         disc_eval_norm: str = "per_sample",
+        critic_blur_sigma: float = 0.0,
+        nuisance_strength: float = 0.0,
+        intensity_standardise: bool = False,
+        score: str = "critic",
+        lowpass_sigma: float = 2.0,
     ) -> None:
         super().__init__()
         if img_size % 32:
             msg = f"img_size must be a multiple of 32 (the critic halves it 5 times), got {img_size}"
+            raise ValueError(msg)
+        if score not in SCORES:
+            msg = f"score must be one of {SCORES}, got {score!r}"
             raise ValueError(msg)
         self.generator = Generator(
             img_size,
@@ -214,42 +239,73 @@ class SimSIDModel(nn.Module):
             inpaint_mask_ratio,
             use_inpainting,
         )
-        self.discriminator = Discriminator(img_size, final_size=img_size // 32, eval_norm=disc_eval_norm)
+        self.discriminator = Discriminator(
+            img_size, final_size=img_size // 32, eval_norm=disc_eval_norm, input_blur_sigma=critic_blur_sigma
+        )
+        self.nuisance = NuisanceAugment(nuisance_strength) if nuisance_strength > 0 else None
+        self.intensity_standardise = intensity_standardise
+        self.score = score
+        self.lowpass = GaussianBlur(lowpass_sigma)
+        # Only a calibrated model has the buffers, so paper checkpoints keep their exact keys.
+        self.calibration = SharpnessCalibration() if score == "calibrated_residual" else None
 
     @staticmethod
     def to_gray(image: torch.Tensor) -> torch.Tensor:
         """Reduce anomalib's forced 3-channel batch to the single channel SimSID is defined on."""
         return image.mean(dim=1, keepdim=True) if image.shape[1] != 1 else image
 
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """Make the 1-channel image the networks see: grey, (training) nuisance, (option) standardised."""
+        gray = self.to_gray(image)
+        if self.training and self.nuisance is not None:
+            gray = self.nuisance(gray)
+        return standardise_intensity(gray) if self.intensity_standardise else gray
+
+    def residual_scores(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score by the residual: plain mean, low-pass mean, and (if fitted) sharpness-calibrated."""
+        residual = (gray - reconstruction).abs().float().mean(dim=(1, 2, 3))
+        lowpass = (self.lowpass(gray) - self.lowpass(reconstruction)).abs().float()
+        scores = {"residual_mean": residual, "lowpass_residual": lowpass.mean(dim=(1, 2, 3))}
+        if self.calibration is not None:
+            scores["calibrated_residual"] = self.calibration(residual, mean_abs_gradient(gray))
+        return scores
+
+    def image_score(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Compute the model's ``pred_score`` (higher = more anomalous) as chosen by ``score``."""
+        if self.score == "critic":
+            return -self.discriminator(reconstruction)
+        return self.residual_scores(gray, reconstruction)[self.score]
+
     @torch.no_grad()
     def diagnostic_scores(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every per-image anomaly score one eval forward pass yields (higher = more anomalous).
 
-        ``critic_recon`` is the paper's score (the model's ``pred_score``); the others are SimSID-family
-        alternatives for learning curves and diagnosis: the critic on the input itself, the residual
-        ``|x - x_hat|`` (mean, max, and max of 8x8-averaged blocks), the squared distance of the
-        bottleneck queries to their memory reads, and the student-teacher reconstruction gap.
-        Call in eval mode.
+        ``critic_recon`` is the paper's score; the model's ``pred_score`` is the one ``score`` names
+        (``critic`` = ``critic_recon``). The others are SimSID-family alternatives for learning curves
+        and diagnosis: the critic on the input itself, the residual ``|x - x_hat|`` (mean, max, max of
+        8x8-averaged blocks), its low-pass and sharpness-calibrated versions, the squared distance of
+        the bottleneck queries to their memory reads, and the student-teacher reconstruction gap.
+        One generator forward (with the teacher) serves them all. Call in eval mode.
         """
-        gray = self.to_gray(image)
-        generator = self.generator
-        bottleneck, skips = generator.encoder(patchify(gray, generator.grid))
-        inpainted, memory_distance = bottleneck, torch.zeros(gray.shape[0], device=gray.device)
-        if generator.inpainting is not None:
-            inpainted, queries = generator.inpainting(bottleneck)
-            reads = generator.inpainting.memory(queries)
-            memory_distance = (queries.float() - reads.float()).pow(2).mean(dim=(1, 2))
-        reconstruction, _ = generator.student(inpainted, skips)
-        teacher, _ = generator.teacher(bottleneck, skips)
+        gray = self.prepare(image)
+        generated = self.generator(gray, teacher=True)
+        reconstruction = generated.reconstruction
+        memory_distance = torch.zeros(gray.shape[0], device=gray.device)
+        if generated.queries is not None:
+            reads = self.generator.inpainting.memory(generated.queries)
+            memory_distance = (generated.queries.float() - reads.float()).pow(2).mean(dim=(1, 2))
         residual = (gray - reconstruction).abs().float()
         return {
             "critic_recon": -self.discriminator(reconstruction).float().flatten(),
             "critic_input": -self.discriminator(gray).float().flatten(),
-            "residual_mean": residual.mean(dim=(1, 2, 3)),
+            **self.residual_scores(gray, reconstruction),
             "residual_max": residual.amax(dim=(1, 2, 3)),
             "residual_block_max": F.avg_pool2d(residual, 8).amax(dim=(1, 2, 3)),
             "memory_distance": memory_distance,
-            "teacher_gap": (reconstruction - teacher).abs().float().mean(dim=(1, 2, 3)),
+            "teacher_gap": (reconstruction - generated.teacher_reconstruction)
+            .abs()
+            .float()
+            .mean(dim=(1, 2, 3)),
         }
 
     def write_memory(self, queries: torch.Tensor) -> None:
@@ -262,10 +318,10 @@ class SimSIDModel(nn.Module):
         ``full_pass=False`` (critic-only training batches) runs the generator without an autograd graph
         and without the teacher: the critic step only needs the detached reconstruction.
         """
-        gray = self.to_gray(image)
+        gray = self.prepare(image)
         if not self.training:
             reconstruction = self.generator(gray).reconstruction
-            score = -self.discriminator(reconstruction)
+            score = self.image_score(gray, reconstruction)
             return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
         with torch.set_grad_enabled(full_pass and torch.is_grad_enabled()):
             generated = self.generator(gray, teacher=full_pass)
