@@ -1,14 +1,13 @@
-"""Summarise issue-26 exploration runs: plain and sharpness-matched AUROC, and ρ with sharpness.
+"""Summarise exploration runs of SimSID's options: plain and sharpness-matched AUROC, ρ with sharpness.
 
     python -m benchmarks.robust_explore --runs <dir with <config>_s<seed>/per_image.csv> \
         --out benchmarks/results/robust/zhanglab [--scores critic_recon,calibrated_residual]
 
 Each run is a ``benchmarks.curves`` output folder named ``<config>_s<seed>``. For every evaluated
 epoch, split and score it gives the AUROC on all images, the AUROC on normal/abnormal pairs matched
-on sharpness (mean absolute gradient of the 128-px grey image, as in ``benchmarks.diagnose``;
-greedy nearest neighbour, normals in path order, without replacement, caliper 0.1 SD of the split),
-and Spearman ρ of the score with sharpness. Choose on validation; test is recorded, never used.
-Writes ``<out>.csv`` (every row) and ``<out>.md`` (a table per epoch, mean over seeds).
+on sharpness, and Spearman ρ of the score with sharpness, all from :mod:`benchmarks.audit` (the same
+statistic, matching and caliper as the suite's audit). Choose on validation; test is recorded, never
+used. Writes ``<out>.csv`` (every row) and ``<out>.md`` (a table per epoch, mean over seeds).
 """
 
 from __future__ import annotations
@@ -21,82 +20,42 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from anomalib_simsid.data import read_image
-from anomalib_simsid.models.simsid.pre_processing import simsid_resize
-from benchmarks.diagnose import image_statistics
+from benchmarks.audit import matched_auroc
+from benchmarks.audit.core import image_table, read_per_image
 
 SCORES = ("critic_recon", "critic_input", "residual_mean", "lowpass_residual", "calibrated_residual")
-CALIPER_SD = 0.1
 
 
-def sharpness(paths: list[str], size: int = 128) -> dict[str, float]:
-    """Mean gradient magnitude of each image as the diagnosis computes it (grey, resized, [0, 1])."""
-    resize = simsid_resize((size, size))
+def _row(part: pd.DataFrame, score: str) -> dict[str, float]:
+    """AUROC, sharpness-matched AUROC (no interval) and ρ with sharpness of one epoch, split and score."""
+    table = read_per_image(part, score)
+    sharpness = image_table(table, None).set_index("image").sharpness.loc[table.image].to_numpy()
+    matched = matched_auroc(table, statistic="sharpness", draws=0)
     return {
-        p: image_statistics(resize(read_image(p)).mean(dim=0, keepdim=True).clamp(0, 1))["gradient"]
-        for p in paths
+        "auroc": roc_auc_score(table.label, table.score),
+        "matched_auroc": matched.auroc.value,
+        "matched_pairs": matched.auroc.n,
+        "rho_sharpness": spearmanr(table.score, sharpness).statistic,
     }
 
 
-def matched_pairs(frame: pd.DataFrame, column: str = "sharpness") -> pd.DataFrame:
-    """Normal/abnormal pairs equal in ``column``: greedy, normals in path order, caliper 0.1 SD."""
-    caliper = CALIPER_SD * frame[column].std()
-    normals = frame[frame.label == 0].sort_values("image_path")
-    abnormal = frame[frame.label == 1].sort_values("image_path")
-    free = dict(zip(abnormal.image_path, abnormal[column], strict=True))
-    chosen = []
-    for path, value in zip(normals.image_path, normals[column], strict=True):
-        if not free:
-            break
-        best = min(free, key=lambda p: (abs(free[p] - value), p))
-        if abs(free[best] - value) <= caliper:
-            chosen += [path, best]
-            del free[best]
-    return frame[frame.image_path.isin(chosen)]
-
-
-def summarise(runs: Path, scores: tuple[str, ...], cache: Path | None = None) -> pd.DataFrame:
-    """One row per run, epoch, split and score; image sharpness read from / written to ``cache``."""
-    frames = {
-        d.name: pd.read_csv(d / "per_image.csv")
-        for d in sorted(runs.iterdir())
-        if (d / "per_image.csv").is_file()
-    }
-    paths = sorted({p for f in frames.values() for p in f.image_path})
-    known = (
-        pd.read_csv(cache)
-        if cache is not None and cache.is_file()
-        else pd.DataFrame(columns=["path", "sharpness"])
-    )
-    sharp = dict(zip(known.path, known.sharpness, strict=True))
-    sharp |= sharpness([p for p in paths if p not in sharp])
-    if cache is not None:
-        pd.DataFrame({"path": list(sharp), "sharpness": list(sharp.values())}).to_csv(cache, index=False)
+def summarise(runs: Path, scores: tuple[str, ...]) -> pd.DataFrame:
+    """One row per run, epoch, split and score."""
     rows = []
-    for name, frame in frames.items():
-        config, seed = re.fullmatch(r"(.+)_s(\d+)", name).groups()
-        curves = pd.read_csv(runs / name / "curves.csv")
-        frame = frame.assign(sharpness=frame.image_path.map(sharp))
+    for run in sorted(d for d in runs.iterdir() if (d / "per_image.csv").is_file()):
+        config, seed = re.fullmatch(r"(.+)_s(\d+)", run.name).groups()
+        frame, curves = pd.read_csv(run / "per_image.csv"), pd.read_csv(run / "curves.csv")
         for (epoch, split), part in frame.groupby(["epoch", "split"]):
-            matched = matched_pairs(part)
-            wall = curves[(curves.epoch == epoch)].wall_s.max()
-            for score in scores:
-                if score not in part:
-                    continue
-                rows.append(
-                    {
-                        "config": config,
-                        "seed": int(seed),
-                        "epoch": int(epoch),
-                        "split": split,
-                        "score": score,
-                        "auroc": roc_auc_score(part.label, part[score]),
-                        "matched_auroc": roc_auc_score(matched.label, matched[score]),
-                        "matched_pairs": len(matched) // 2,
-                        "rho_sharpness": spearmanr(part[score], part.sharpness).statistic,
-                        "wall_s": wall,
-                    }
-                )
+            wall = curves[curves.epoch == epoch].wall_s.max()
+            for score in (s for s in scores if s in part):
+                key = {
+                    "config": config,
+                    "seed": int(seed),
+                    "epoch": int(epoch),
+                    "split": split,
+                    "score": score,
+                }
+                rows.append(key | _row(part, score) | {"wall_s": wall})
     return pd.DataFrame(rows)
 
 
@@ -133,9 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="output stem: <out>.csv and <out>.md")
     parser.add_argument("--scores", default=",".join(SCORES))
-    parser.add_argument("--cache", type=Path, help="CSV of image sharpness, read if present, then rewritten")
     args = parser.parse_args(argv)
-    rows = summarise(args.runs, tuple(args.scores.split(",")), args.cache)
+    rows = summarise(args.runs, tuple(args.scores.split(",")))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.4f")
     text = "\n\n".join(f"### Epoch {epoch}\n\n{table(rows, epoch)}" for epoch in sorted(rows.epoch.unique()))
