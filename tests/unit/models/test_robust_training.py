@@ -1,4 +1,4 @@
-"""Training-time options against the sharpness shortcut: weight averaging and the calibration fit, through a real fit."""
+"""Weight averaging and the calibration fit (options against the sharpness shortcut), through a real fit."""
 
 from __future__ import annotations
 
