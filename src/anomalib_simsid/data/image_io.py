@@ -57,6 +57,22 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in RASTER_SUFFIXES or is_dicom(path)
 
 
+def image_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every image below ``root`` (recursive, sorted; DICOM also by magic), as every listing finds them.
+
+    Hidden files and folders, and ``exclude``, are skipped.
+    """
+    excluded = exclude.resolve() if exclude is not None else None
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and (excluded is None or not p.resolve().is_relative_to(excluded))
+        and is_image_file(p)
+    )
+
+
 def is_dicom(path: Path) -> bool:
     """DICOM by suffix, or by the ``DICM`` magic for files without a raster suffix."""
     suffix = path.suffix.lower()

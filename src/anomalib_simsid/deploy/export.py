@@ -17,10 +17,9 @@ helpers build on, with three differences that matter for deployment:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 import anomalib_simsid
 from anomalib_simsid.models import SimSID
 from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
-from anomalib_simsid.models.simsid.export import OPSET, check_input_size
+from anomalib_simsid.models.simsid.export import OPSET, check_input_size, quiet_loggers
 from anomalib_simsid.models.simsid.pre_processing import simsid_resize
 
 from .checkpoint import load_simsid, prepare_for_deployment
@@ -170,25 +169,13 @@ def quantize_int8(
     if isinstance(options.get("ignored_scope"), dict):  # JSON-friendly form, e.g. {"types": ["MatMul"]}
         options["ignored_scope"] = nncf.IgnoredScope(**options["ignored_scope"])
     dataset = nncf.Dataset(list(calibration))
-    with _quiet_logger(NNCF_LOGGER):
+    with quiet_loggers(NNCF_LOGGER):
         logger.info("SimSID INT8: calibrating on %d normal training images (NNCF)", len(calibration))
         quantized = nncf.quantize(ov_model, dataset, subset_size=len(calibration), **options)
         if weight_compression:
             logger.info("SimSID INT8: storing the float MatMul weights (memory matrices) as INT8")
             quantized = nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode(INT8_WEIGHT_MODE))
     return quantized
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Hold logger ``name`` at WARNING or above for the duration, then restore its level."""
-    named = logging.getLogger(name)
-    level = named.level
-    named.setLevel(max(named.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        named.setLevel(level)
 
 
 def set_metadata(ov_model: Any, info: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable, is_image_file
+from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable, image_files
 
 from .checkpoint import NotSimSIDError
 from .export import staging_folder
@@ -86,22 +86,6 @@ class ScoredFolder:
 
 
 # ----------------------------------------------------------------------------------------- images
-
-
-def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Every image below ``root`` (recursive, sorted; DICOM also by magic, as ``anomalib predict`` finds it).
-
-    Hidden files and folders, and ``exclude``, are skipped.
-    """
-    excluded = exclude.resolve() if exclude is not None else None
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and (excluded is None or not p.resolve().is_relative_to(excluded))
-        and is_image_file(p)
-    )
 
 
 def ground_truth(relative: Path) -> str:
@@ -180,7 +164,7 @@ def score_folder(
             stacklevel=2,
         )
         batch_size = 1  # different sizes cannot share a batch
-    files = find_images(input_dir, exclude=output_dir)
+    files = image_files(input_dir, exclude=output_dir)
     if not files:
         msg = f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {input_dir}"
         raise FileNotFoundError(msg)

@@ -22,10 +22,9 @@ from anomalib_simsid.data.base import named
 from anomalib_simsid.data.image_io import (
     EXPECTED,
     IMAGE_SUFFIXES,
-    RASTER_SUFFIXES,
     ImageReadError,
     find_unreadable,
-    is_dicom,
+    image_files,
     read_image,
 )
 
@@ -44,13 +43,7 @@ def find_images(path: str | Path, base_dir: str | Path | None = None) -> list[Pa
     if path.is_file():
         images = [path]
     elif path.is_dir():
-        images = sorted(
-            file
-            for file in path.rglob("*")
-            if file.is_file()
-            and not any(part.startswith(".") for part in file.relative_to(path).parts)
-            and (file.suffix.lower() in RASTER_SUFFIXES or is_dicom(file))
-        )
+        images = image_files(path)
         if not images:
             msg = f"found no images in {path} (looked recursively for {sorted(IMAGE_SUFFIXES)} and DICOM)"
             raise ValueError(msg)

@@ -52,9 +52,13 @@ def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
 
 
 @contextlib.contextmanager
-def quiet_onnx_passes() -> Iterator[None]:
-    """Hold the ONNX optimiser loggers at WARNING (one INFO line per rewritten node otherwise)."""
-    loggers = [logging.getLogger(name) for name in ONNX_LOGGERS]
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Hold the named loggers at WARNING or above for the duration, then restore their levels.
+
+    The ONNX optimiser (:data:`ONNX_LOGGERS`) logs one INFO line per rewritten node, NNCF one per
+    skipped node: thousands of lines around one export.
+    """
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
@@ -74,7 +78,7 @@ class SimSIDExport:
         """Export to ONNX like anomalib at :data:`OPSET`, refusing an input size other than ``img_size``."""
         check_input_size(int(self.hparams.img_size), input_size)
         kwargs.setdefault("opset_version", OPSET)
-        with quiet_onnx_passes():
+        with quiet_loggers(*ONNX_LOGGERS):
             return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_openvino(
