@@ -10,8 +10,10 @@ from typing import Any
 
 import yaml
 
-from benchmarks.audit.baselines import BASELINE_STATISTICS, PREFIX, StatisticBaseline, label
+from benchmarks.audit.baselines import BASELINE_STATISTICS, StatisticBaseline, label
 from benchmarks.common import safe_name
+
+STATISTIC_CLASS_PATH = f"{StatisticBaseline.__module__}.{StatisticBaseline.__name__}"
 
 SEED_TOKEN = "${seed}"
 STATISTICS_ALIAS = "statistics"  # --models statistics: every statistic baseline
@@ -115,11 +117,10 @@ def statistic_models(raw: Any, where: str) -> list[ModelSpec]:
     if unknown:
         msg = f"{where}: statistic_baselines: unknown {unknown} (allowed: {list(BASELINE_STATISTICS)})"
         raise ValueError(msg)
-    class_path = f"{StatisticBaseline.__module__}.{StatisticBaseline.__name__}"
     return [
         ModelSpec(
-            name=PREFIX + label(statistic),
-            class_path=class_path,
+            name=StatisticBaseline(statistic).name,
+            class_path=STATISTIC_CLASS_PATH,
             init_args={"statistic": statistic, "image_size": int(raw["image_size"])},
             max_epochs=0,
             seeds=[0],
@@ -131,7 +132,7 @@ def statistic_models(raw: Any, where: str) -> list[ModelSpec]:
 
 def is_statistic(spec: ModelSpec) -> bool:
     """Whether a model of the config is a statistic baseline."""
-    return spec.class_path == f"{StatisticBaseline.__module__}.{StatisticBaseline.__name__}"
+    return spec.class_path == STATISTIC_CLASS_PATH
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -22,17 +22,14 @@ class NotSimSIDError(ValueError):
     """The file is not a usable SimSID checkpoint or export; the message says what it is instead."""
 
 
-def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Read ``path`` as a Lightning checkpoint dict, with ``weights_only=True`` as anomalib does.
-
-    ``mmap`` maps the tensors instead of reading them (a cheap check of a large file).
-    """
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read ``path`` as a Lightning checkpoint dict, with ``weights_only=True`` as anomalib does."""
     path = Path(path)
     if not path.is_file():
         msg = f"checkpoint {path} does not exist or is not a file"
         raise FileNotFoundError(msg)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         reason = _load_failure(err)
         msg = f"{path} is not a PyTorch Lightning checkpoint of SimSID: torch.load failed ({reason})"

@@ -86,7 +86,7 @@ def finish_training_epoch(module: SimSID) -> None:
             def collect(image: torch.Tensor) -> None:
                 gray = model.prepare(image)
                 reconstruction = model.generator(gray).reconstruction
-                residuals.append(model.residual_scores(gray, reconstruction)["residual_mean"])
+                residuals.append(model.mean_residual(gray, reconstruction))
                 sharpness.append(mean_abs_gradient(gray))
 
             for_each_training_image(module, collect)

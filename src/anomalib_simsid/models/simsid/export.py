@@ -101,15 +101,15 @@ class SimSIDExport:
         # The package's export (deploy/) builds on this model; it is imported on use, never at import.
         from anomalib_simsid.deploy.export import TrainNormalsCalibration, export_openvino
 
-        calibration_size = 300
+        size = {}  # export_openvino's own default calibration size unless the caller chose one
         if isinstance(datamodule, TrainNormalsCalibration):  # already the training normals: unwrap
-            datamodule, calibration_size = datamodule.datamodule, datamodule.max_images
+            datamodule, size = datamodule.datamodule, {"calibration_size": datamodule.max_images}
         paths = export_openvino(
             self,
             export_root,
             ("int8",),
             datamodule=datamodule,
-            calibration_size=calibration_size,
+            **size,
             input_size=input_size,
             model_file_name=model_file_name,
         )

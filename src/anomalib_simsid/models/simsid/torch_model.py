@@ -261,20 +261,36 @@ class SimSIDModel(nn.Module):
             gray = self.nuisance(gray)
         return standardise_intensity(gray) if self.intensity_standardise else gray
 
+    @staticmethod
+    def mean_residual(gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Mean ``|x - x_hat|`` per image: the plain residual score, and what the calibration fits."""
+        return (gray - reconstruction).abs().float().mean(dim=(1, 2, 3))
+
+    def lowpass_residual(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Mean ``|blur(x) - blur(x_hat)|`` per image: the residual without its finest detail."""
+        return (self.lowpass(gray) - self.lowpass(reconstruction)).abs().float().mean(dim=(1, 2, 3))
+
+    def calibrated_residual(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Compare the mean residual with the one expected at the image's sharpness (fitted calibration)."""
+        return self.calibration(self.mean_residual(gray, reconstruction), mean_abs_gradient(gray))
+
     def residual_scores(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         """Score by the residual: plain mean, low-pass mean, and (if fitted) sharpness-calibrated."""
-        residual = (gray - reconstruction).abs().float().mean(dim=(1, 2, 3))
-        lowpass = (self.lowpass(gray) - self.lowpass(reconstruction)).abs().float()
-        scores = {"residual_mean": residual, "lowpass_residual": lowpass.mean(dim=(1, 2, 3))}
+        scores = {
+            "residual_mean": self.mean_residual(gray, reconstruction),
+            "lowpass_residual": self.lowpass_residual(gray, reconstruction),
+        }
         if self.calibration is not None:
-            scores["calibrated_residual"] = self.calibration(residual, mean_abs_gradient(gray))
+            scores["calibrated_residual"] = self.calibrated_residual(gray, reconstruction)
         return scores
 
     def image_score(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """Compute the model's ``pred_score`` (higher = more anomalous) as chosen by ``score``."""
         if self.score == "critic":
             return -self.discriminator(reconstruction)
-        return self.residual_scores(gray, reconstruction)[self.score]
+        if self.score == "lowpass_residual":
+            return self.lowpass_residual(gray, reconstruction)
+        return self.calibrated_residual(gray, reconstruction)
 
     @torch.no_grad()
     def diagnostic_scores(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
