@@ -20,7 +20,7 @@ import pandas as pd
 from benchmarks.audit import write_audit
 from benchmarks.common import device_name, write_text_atomic
 from benchmarks.diagnose import MODEL_SIZE
-from benchmarks.suite.config import expand_jobs, is_statistic, load_config, select_models, set_data_roots
+from benchmarks.suite.config import expand_jobs, load_config, select_models, set_data_roots
 from benchmarks.suite.jobs import execute, finished, job_child
 from benchmarks.suite.report import write_report
 
@@ -43,8 +43,9 @@ def _prepare_env(config: dict[str, Any]) -> dict[str, str]:
 def _install_backbones(config: dict[str, Any]) -> None:
     """Install the config's offline backbones into ``HF_HUB_CACHE`` when missing (idempotent)."""
     run = config.get("run_models")
-    trained = [m for m in config["models"] if not is_statistic(m) and (run is None or m.name in run)]
-    if not config["backbones"] or not trained:  # statistic baselines need no backbone
+    # Only models with a pretrained backbone need one (not SimSID, not the statistic baselines).
+    users = [m for m in config["models"] if "backbone" in m.init_args and (run is None or m.name in run)]
+    if not config["backbones"] or not users:
         return
     cache = os.environ.get("HF_HUB_CACHE")
     if not cache:

@@ -37,6 +37,9 @@ class ModelSpec:
     select: str | list[str] = "last"
     checkpoint: bool = False  # save last.ckpt every epoch (resumable); implied by best_val_auroc
     settings: str = ""  # one line for the tables (backbone, sizes, budget)
+    # Record every SimSID score on validation and test after each epoch (ScoreCurves) into the job
+    # folder's curves.csv and per_image.csv: the paper's score and the alternatives from one training.
+    curves: bool = False
 
     @property
     def selects(self) -> list[str]:
@@ -76,8 +79,10 @@ class Job:
     @property
     def spec_hash(self) -> str:
         """Identity of the job's settings, so ``--resume`` never reuses a result of other settings."""
+        # A key added to ModelSpec later enters the hash only when set, so earlier rows keep theirs.
+        model = {k: v for k, v in self.model.items() if not (k == "curves" and not v)}
         payload = json.dumps(
-            [self.dataset, self.model, self.seed, self.accelerator], sort_keys=True, default=str
+            [self.dataset, model, self.seed, self.accelerator], sort_keys=True, default=str
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

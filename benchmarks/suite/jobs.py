@@ -203,13 +203,20 @@ def _fit(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> _Fitted:
         "check_val_every_n_epoch": 1,
         **spec.trainer,
     }
+    callbacks = [checkpoint, _progress_callback(job.job_id, job_dir, prior_fit_s, history)]
+    if spec.curves:
+        from anomalib_simsid.callbacks import ScoreCurves
+
+        callbacks.append(
+            ScoreCurves(job_dir / "curves.csv", every_n_epochs=1, per_image_path=job_dir / "per_image.csv")
+        )
     engine = Engine(
         accelerator=job.accelerator,
         devices=1,
         max_epochs=spec.max_epochs,
         default_root_dir=job_dir / "lightning",
         logger=False,
-        callbacks=[checkpoint, _progress_callback(job.job_id, job_dir, prior_fit_s, history)],
+        callbacks=callbacks,
         **trainer_args,
     )
     if torch.cuda.is_available():
