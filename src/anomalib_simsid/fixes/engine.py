@@ -135,6 +135,8 @@ def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]
     before = {
         id(logger): _children(Path(logger.root_dir)) for logger in loggers if hasattr(logger, "root_dir")
     }
+    # Folders this run may create above its own (results/SimSID/<set>, logs/<name>): removed with it.
+    fresh = [_missing_folders(Path(logger.root_dir)) for logger in loggers if hasattr(logger, "root_dir")]
     if ckpt:
         for logger in loggers:
             _resume_logger_version(logger, Path(ckpt))
@@ -149,6 +151,7 @@ def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]
             _point_latest(latest, resumed)
             created.append((latest, previous, resumed, False))
             return resumed
+        fresh.append(_missing_folders(root))
         new_dir = Path(create_versioned_dir(root_dir))
         created.append((latest, previous, new_dir, True))
         return new_dir
@@ -171,6 +174,8 @@ def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]
                 and not _has_files(log_dir)
             ):
                 shutil.rmtree(log_dir, ignore_errors=True)
+        for folders in fresh:
+            _remove_if_empty(folders)
         raise
     finally:
         module.create_versioned_dir = create_versioned_dir
@@ -190,6 +195,24 @@ def _log_dir(logger: Any) -> Path | None:
     if getattr(logger, "_version", None) is None or not hasattr(logger, "log_dir"):
         return None
     return Path(logger.log_dir).resolve()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    folder = folder.resolve()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) as long as each is an empty folder."""
+    for folder in folders:
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
 
 
 def _has_files(folder: Path) -> bool:
