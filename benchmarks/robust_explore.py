@@ -3,11 +3,14 @@
     python -m benchmarks.robust_explore --runs <dir with <config>_s<seed>/per_image.csv> \
         --out benchmarks/results/robust/zhanglab [--scores critic_recon,calibrated_residual]
 
-Each run is a ``benchmarks.curves`` output folder named ``<config>_s<seed>``. For every evaluated
+Each run is a ``benchmarks.curves`` output folder named ``<config>_s<seed>``, or a suite job folder
+of a model with ``curves: true`` (``<dataset>-<model>-seed<seed>``). For every evaluated
 epoch, split and score it gives the AUROC on all images, the AUROC on normal/abnormal pairs matched
 on sharpness, and Spearman ρ of the score with sharpness, all from :mod:`benchmarks.audit` (the same
 statistic, matching and caliper as the suite's audit). Choose on validation; test is recorded, never
-used. Writes ``<out>.csv`` (every row) and ``<out>.md`` (a table per epoch, mean over seeds).
+used. Writes ``<out>.csv`` (every row), ``<out>.md`` (each score at the epoch of its best validation
+AUROC per run, then a table per epoch, mean over seeds) and ``<out>_curves.csv`` (AUROC per epoch,
+mean over seeds, for ``benchmarks.plot_curves``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,11 @@ def summarise(runs: Path, scores: tuple[str, ...]) -> pd.DataFrame:
     """One row per run, epoch, split and score."""
     rows = []
     for run in sorted(d for d in runs.iterdir() if (d / "per_image.csv").is_file()):
-        config, seed = re.fullmatch(r"(.+)_s(\d+)", run.name).groups()
+        named = re.fullmatch(r"(.+)_s(\d+)", run.name) or re.fullmatch(r"(.+)-seed(\d+)", run.name)
+        if named is None:
+            msg = f"{run}: expected a folder named <config>_s<seed> or <name>-seed<seed>"
+            raise ValueError(msg)
+        config, seed = named.groups()
         frame, curves = pd.read_csv(run / "per_image.csv"), pd.read_csv(run / "curves.csv")
         for (epoch, split), part in frame.groupby(["epoch", "split"]):
             wall = curves[curves.epoch == epoch].wall_s.max()
@@ -57,6 +64,50 @@ def summarise(runs: Path, scores: tuple[str, ...]) -> pd.DataFrame:
                 }
                 rows.append(key | _row(part, score) | {"wall_s": wall})
     return pd.DataFrame(rows)
+
+
+def select_on_validation(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per run and score, the epoch of the best validation AUROC (earliest on ties), both splits there."""
+    wide = rows.pivot_table(
+        index=["config", "score", "seed", "epoch"],
+        columns="split",
+        values=["auroc", "matched_auroc", "rho_sharpness", "wall_s"],
+    )
+    wide.columns = [f"{split}_{metric}" for metric, split in wide.columns]
+    wide = wide.reset_index().sort_values(["config", "score", "seed", "epoch"])
+    best = wide.loc[wide.groupby(["config", "score", "seed"]).val_auroc.idxmax()]
+    return best.rename(columns={"test_wall_s": "wall_s"}).drop(columns="val_wall_s").reset_index(drop=True)
+
+
+def selected_table(selected: pd.DataFrame) -> str:
+    """Markdown: each score at its validation-chosen epoch, mean over seeds (range in brackets)."""
+    metrics = [
+        ("val_auroc", "val AUROC"),
+        ("val_matched_auroc", "val matched"),
+        ("test_auroc", "test AUROC"),
+        ("test_matched_auroc", "test matched"),
+        ("test_rho_sharpness", "test ρ sharp"),
+    ]
+    head = ["config", "score", "seeds", "epochs chosen", *(label for _, label in metrics), "fit to epoch (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (config, score), part in selected.groupby(["config", "score"]):
+
+        def cell(column: str, values: pd.DataFrame = part, digits: int = 3) -> str:
+            v = values[column].to_numpy()
+            mean = f"{v.mean():.{digits}f}"
+            return mean + (f" ({v.min():.{digits}f}-{v.max():.{digits}f})" if len(v) > 1 else "")
+
+        cells = [config, score, ",".join(map(str, part.seed)), ",".join(map(str, part.epoch))]
+        cells += [cell(column) for column, _ in metrics] + [cell("wall_s", digits=0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def mean_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """AUROC per config, epoch, split and score, mean over seeds (the ``ScoreCurves`` CSV columns)."""
+    return rows.groupby(["config", "epoch", "score", "split"], as_index=False).agg(
+        auroc=("auroc", "mean"), seeds=("seed", "nunique"), wall_s=("wall_s", "mean")
+    )
 
 
 def table(rows: pd.DataFrame, epoch: int) -> str:
@@ -96,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(args.runs, tuple(args.scores.split(",")))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.4f")
-    text = "\n\n".join(f"### Epoch {epoch}\n\n{table(rows, epoch)}" for epoch in sorted(rows.epoch.unique()))
+    mean_curves(rows).to_csv(
+        args.out.with_name(args.out.name + "_curves.csv"), index=False, float_format="%.4f"
+    )
+    parts = ["### Each score at its best validation epoch\n\n" + selected_table(select_on_validation(rows))]
+    parts += [f"### Epoch {epoch}\n\n{table(rows, epoch)}" for epoch in sorted(rows.epoch.unique())]
+    text = "\n\n".join(parts)
     args.out.with_suffix(".md").write_text(text + "\n")
     print(text)
     return 0
