@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 PAPER_SCORE = "critic_recon"
 
@@ -41,6 +42,7 @@ def plot_curves(csv: Path, baselines: dict[str, float], title: str = "") -> Path
             )
         ax.set_title(f"{'validation' if split == 'val' else 'test'} AUROC")
         ax.set_xlabel("epochs trained")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("image AUROC")
     # Outside the axes: inside, no corner stays free of curves for long runs.
