@@ -136,6 +136,13 @@ def test_smoke_config_tests_last_and_best_of_one_run_and_keeps_checkpoints(tmp_p
     )
     for select in ("last", "best_val_auroc"):
         assert Path(results.checkpoint_path[select]).is_file(), select
+    job = tmp_path / "work" / "jobs" / "DigitAnatomy-SimSID-seed0"  # curves: true
+    curves = pd.read_csv(job / "curves.csv")
+    assert sorted(curves.epoch.unique()) == [1, 2]
+    assert {"critic_recon", "critic_input", "lowpass_residual"} <= set(curves.score)
+    per_image = pd.read_csv(job / "per_image.csv")
+    expected = {(e, s): 2 * TINY_DATA[f"num_{s}"] for e in (1, 2) for s in ("val", "test")}
+    assert per_image.groupby(["epoch", "split"]).size().to_dict() == expected
 
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert scores.groupby("entry").size().to_dict() == {
