@@ -81,9 +81,7 @@ class Job:
         """Identity of the job's settings, so ``--resume`` never reuses a result of other settings."""
         # A key added to ModelSpec later enters the hash only when set, so earlier rows keep theirs.
         model = {k: v for k, v in self.model.items() if not (k == "curves" and not v)}
-        payload = json.dumps(
-            [self.dataset, model, self.seed, self.accelerator], sort_keys=True, default=str
-        )
+        payload = json.dumps([self.dataset, model, self.seed, self.accelerator], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
