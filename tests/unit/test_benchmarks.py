@@ -74,8 +74,19 @@ def test_adult_cxr_config_tests_simsid_at_last_and_best_with_the_zhanglab_baseli
     assert models["SimSID"].init_args["memory"] == "matrix"
     assert adult["datasets"][0].class_path == "anomalib_simsid.XRayFolder"
     for baseline in zhang["models"]:
-        if baseline.name != "SimSID":  # same backbones, layers, sizes as the ZhangLab suite
+        if baseline.class_path != "anomalib_simsid.SimSID":  # same backbones, layers, sizes as ZhangLab's
             assert models[baseline.name].init_args == baseline.init_args, baseline.name
+
+
+@pytest.mark.parametrize("name", ["zhanglab", "adult_cxr"])
+def test_robust_suite_row_is_the_paper_row_plus_the_score(name: str) -> None:
+    """The robust rows differ from the paper rows by the one deviation the robust configs make."""
+    models = {m.name: m for m in load_config(CONFIGS / f"{name}.yaml")["models"]}
+    paper, robust = models["SimSID"], models["SimSID robust"]
+    assert robust.init_args == {**paper.init_args, "score": "calibrated_residual"}
+    assert robust.seeds == [0, 1, 2]
+    assert robust.curves
+    assert not paper.curves
 
 
 def _row(entry: str, select: str, seed: int, auroc: float) -> dict:
