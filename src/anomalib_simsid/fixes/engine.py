@@ -208,9 +208,11 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) as long as each is an empty folder."""
+    """Remove ``folders`` (deepest first, gone ones skipped) up to the first that is not empty."""
     for folder in folders:
-        if not folder.is_dir() or any(folder.iterdir()):
+        if not folder.is_dir():
+            continue
+        if any(folder.iterdir()):
             return
         folder.rmdir()
 
