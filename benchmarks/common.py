@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import re
@@ -113,8 +114,14 @@ def safe_name(name: str) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it, so no reader sees half a file."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it, so no reader sees half a file.
+
+    A ``.gz`` path is gzipped (no timestamp inside, so the same text gives the same bytes).
+    """
     path = Path(path)
+    data = text.encode()
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(path)

@@ -1,6 +1,6 @@
 """A shortcut audit for every model: does its score follow the disease, or the acquisition.
 
-    python -m benchmarks.audit --scores benchmarks/results/zhanglab/scores.csv --root ZhangLab=<folder>
+    python -m benchmarks.audit --scores benchmarks/results/zhanglab/scores.csv.gz --root ZhangLab=<folder>
 
 One global statistic of a chest X-ray (its sharpness, its mean intensity) can rank a test set as well
 as a trained detector when the two classes come from different scanners or sizes. The audit scores
@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.audit", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument("--scores", required=True, type=Path, help="scores.csv written by benchmarks.suite")
+    parser.add_argument(
+        "--scores", required=True, type=Path, help="scores.csv.gz (or .csv) written by benchmarks.suite"
+    )
     parser.add_argument(
         "--root", action="append", default=[], metavar="DATASET=PATH", required=True,
         help="root of each dataset in the scores (the image paths are relative to it); repeatable",

@@ -4,7 +4,7 @@
     python -m benchmarks.suite --config benchmarks/configs/adult_cxr.yaml --data-root adult-cxr-dev=<folder>
 
 Runs every (model, dataset, seed) of the config and writes to ``output_dir``: ``results.csv`` (one
-row per job and tested checkpoint), ``scores.csv`` (every test image's raw score), ``summary.md``
+row per job and tested checkpoint), ``scores.csv.gz`` (every test image's raw score), ``summary.md``
 (mean ± std over seeds beside the published numbers) and per dataset ``roc_<dataset>.png`` and
 ``hist_<dataset>.png``; then the shortcut audit (:mod:`benchmarks.audit`: ``audit.md``, its plot and
 matched file lists). ``statistic_baselines: {image_size, statistics}`` adds "models" with no training

@@ -20,7 +20,7 @@ import pandas as pd
 from benchmarks.audit import write_audit
 from benchmarks.common import device_name, write_text_atomic
 from benchmarks.diagnose import MODEL_SIZE
-from benchmarks.suite.config import expand_jobs, load_config, select_models, set_data_roots
+from benchmarks.suite.config import SCORES_FILE, expand_jobs, load_config, select_models, set_data_roots
 from benchmarks.suite.jobs import execute, finished, job_child
 from benchmarks.suite.report import write_report
 
@@ -159,25 +159,25 @@ def _earlier_rows(
         return pd.DataFrame(), pd.DataFrame()
     else:
         results = results[results.spec_hash.isin(hashes)].assign(reused=True)
-    if results.empty or not (out / "scores.csv").is_file():
+    if results.empty or not (out / SCORES_FILE).is_file():
         return results, pd.DataFrame()
-    scores = pd.read_csv(out / "scores.csv")
+    scores = pd.read_csv(out / SCORES_FILE)
     kept = set(zip(results.dataset, results.model, results.seed, strict=True))
     mask = [key in kept for key in zip(scores.dataset, scores.model, scores.seed, strict=True)]
     return results, scores[mask]
 
 
 def _audit(config: dict[str, Any], out: Path) -> list[str]:
-    """Run the shortcut audit on ``out/scores.csv``; return the failure (for the report), if any."""
-    if not (out / "scores.csv").is_file():
+    """Run the shortcut audit on the output's scores file; return the failure (for the report), if any."""
+    if not (out / SCORES_FILE).is_file():
         return []
     roots = {d.name: str(d.init_args.get("root", "")) for d in config["datasets"]}
     size = (config.get("statistic_baselines") or {}).get("image_size", MODEL_SIZE)
     command = "python -m benchmarks.audit --scores {} {} --image-size {}".format(
-        out / "scores.csv", " ".join(shlex.quote(f"--root={k}={v}") for k, v in roots.items()), size
+        out / SCORES_FILE, " ".join(shlex.quote(f"--root={k}={v}") for k, v in roots.items()), size
     )
     try:
-        write_audit(out / "scores.csv", roots, out, size, command=command)
+        write_audit(out / SCORES_FILE, roots, out, size, command=command)
     except (OSError, ValueError) as err:
         print(f"shortcut audit FAILED: {err}", file=sys.stderr, flush=True)
         return [f"shortcut audit: {type(err).__name__}: {err}"]
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only the scores of jobs whose result is part of this run (same settings hash).
         score_files = [Path(j.job_dir) / "scores.csv" for j in jobs if finished(j) is not None]
         scores = _concat([earlier_scores, *(pd.read_csv(p) for p in score_files if p.is_file())])
-        write_text_atomic(out / "scores.csv", scores.to_csv(index=False, float_format="%.7g"))
+        write_text_atomic(out / SCORES_FILE, scores.to_csv(index=False, float_format="%.7g"))
     info.update(
         wall_s=time.perf_counter() - started,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["failures"] = failures
     write_text_atomic(out / "run.json", json.dumps(info, indent=1, default=str))
     write_report(config, out, info, failures)
-    print(f"wrote {out}/results.csv, scores.csv, summary.md, audit.md", flush=True)
+    print(f"wrote {out}/results.csv, {SCORES_FILE}, summary.md, audit.md", flush=True)
     if failures:
         print(
             f"{len(failures)} FAILED ({len(jobs)} jobs):\n  " + "\n  ".join(failures),

@@ -17,6 +17,8 @@ STATISTIC_CLASS_PATH = f"{StatisticBaseline.__module__}.{StatisticBaseline.__nam
 
 SEED_TOKEN = "${seed}"
 STATISTICS_ALIAS = "statistics"  # --models statistics: every statistic baseline
+# Every test image's raw score of a suite output folder, gzipped: 12 rows of 1,000 images are over 1 MiB.
+SCORES_FILE = "scores.csv.gz"
 SELECT = ("last", "best_val_auroc")  # checkpoints a model can be tested at; "last" is always tested first
 SELECT_LABEL = {"last": "last", "best_val_auroc": "best val"}
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import write_text_atomic
-from benchmarks.suite.config import ModelSpec, is_statistic, safe_name
+from benchmarks.suite.config import SCORES_FILE, ModelSpec, is_statistic, safe_name
 
 
 def entries(models: Sequence[ModelSpec]) -> list[str]:
@@ -225,9 +225,9 @@ def _threads(results: pd.DataFrame, configured: int | None) -> str:
 
 
 def write_report(config: dict[str, Any], out: Path, run_info: dict[str, Any], failures: list[str]) -> None:
-    """``summary.md`` and the PNGs from ``results.csv``/``scores.csv`` in ``out``."""
+    """``summary.md`` and the PNGs from ``results.csv`` and the scores file in ``out``."""
     results = pd.read_csv(out / "results.csv") if (out / "results.csv").is_file() else pd.DataFrame()
-    scores = pd.read_csv(out / "scores.csv") if (out / "scores.csv").is_file() else pd.DataFrame()
+    scores = pd.read_csv(out / SCORES_FILE) if (out / SCORES_FILE).is_file() else pd.DataFrame()
     results, scores = normalise(results, config["models"]), normalise(scores, config["models"])
     models = [m for m in config["models"] if not is_statistic(m)]
     statistics = [m for m in config["models"] if is_statistic(m)]

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from benchmarks.suite import image_metrics, load_config, oracle_operating_point
+from benchmarks.suite.config import SCORES_FILE
 from tests.helpers import REPO, TINY_DATA, TINY_MODEL
 
 PREPROCESS = {"class_path": "benchmarks.backbones.timm_pre_processor", "init_args": {"image_size": 64}}
@@ -96,7 +97,7 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
     assert stat.epochs_run == 0
     assert stat.statistic_sign in (-1, 1)
 
-    scores = pd.read_csv(out / "scores.csv")
+    scores = pd.read_csv(out / SCORES_FILE)
     assert len(scores) == len(expected) * 2 * TINY_DATA["num_test"]
     summary = (out / "summary.md").read_text()
     assert "| PaDiM | 2 (0, 1) |" in summary
@@ -144,7 +145,7 @@ def test_smoke_config_tests_last_and_best_of_one_run_and_keeps_checkpoints(tmp_p
     expected = {(e, s): 2 * TINY_DATA[f"num_{s}"] for e in (1, 2) for s in ("val", "test")}
     assert per_image.groupby(["epoch", "split"]).size().to_dict() == expected
 
-    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    scores = pd.read_csv(tmp_path / "out" / SCORES_FILE)
     assert scores.groupby("entry").size().to_dict() == {
         "SimSID, best val": 2 * TINY_DATA["num_test"],
         "SimSID, last": 2 * TINY_DATA["num_test"],

@@ -12,7 +12,14 @@ import yaml
 
 from benchmarks.common import instantiate, write_text_atomic
 from benchmarks.suite.cli import _earlier_rows
-from benchmarks.suite.config import ModelSpec, expand_jobs, load_config, select_models, set_data_roots
+from benchmarks.suite.config import (
+    SCORES_FILE,
+    ModelSpec,
+    expand_jobs,
+    load_config,
+    select_models,
+    set_data_roots,
+)
 from benchmarks.suite.report import _threads, budget, statistic_table, summary_table, write_report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +129,7 @@ def test_summary_rows_state_budget_and_seeds_and_missing_models_show_as_not_run(
 def test_report_reads_results_written_when_jobs_tested_one_checkpoint(tmp_path):
     """The committed ZhangLab CSVs (no ``entry``/``select`` columns) still make a full report."""
     committed = REPO / "benchmarks" / "results" / "zhanglab"
-    for name in ("results.csv", "scores.csv", "run.json"):
+    for name in ("results.csv", SCORES_FILE, "run.json"):
         shutil.copy(committed / name, tmp_path / name)
     config = load_config(CONFIGS / "zhanglab.yaml")
     info = json.loads((tmp_path / "run.json").read_text())
@@ -147,7 +154,7 @@ def test_models_left_out_keep_their_earlier_rows_only_with_unchanged_settings(tm
     scores = [
         {"dataset": "d", "model": m, "seed": 0, "label": i % 2, "score": i} for m in hashes for i in range(4)
     ]
-    pd.DataFrame(scores).to_csv(tmp_path / "scores.csv", index=False)
+    pd.DataFrame(scores).to_csv(tmp_path / SCORES_FILE, index=False)
 
     select_models(config, "SimSID")
     results, kept_scores = _earlier_rows(config, tmp_path)
@@ -246,7 +253,7 @@ def test_keep_changed_rows_keeps_and_marks_rows_of_other_settings(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
     pd.DataFrame(
         [{"dataset": "d", "model": r["model"], "seed": 0, "label": 1, "score": 0.0} for r in rows]
-    ).to_csv(tmp_path / "scores.csv", index=False)
+    ).to_csv(tmp_path / SCORES_FILE, index=False)
     select_models(config, "statistics")
     assert list(_earlier_rows(config, tmp_path)[0].model) == ["PaDiM"]
     results, scores = _earlier_rows(config, tmp_path, keep_changed=True)
