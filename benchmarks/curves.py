@@ -5,7 +5,8 @@
         [--channels-last] [--threads 2] [--seed 0] [--model-args '{"lr": 1e-3}']
 
 Writes under ``--out``: ``curves.csv`` (``epoch, score, split, auroc, ...`` via
-:class:`anomalib_simsid.callbacks.ScoreCurves`), ``per_image.csv`` (every image's scores at every
+:class:`~anomalib_simsid.models.simsid.adapters.score_curves.ScoreCurves`),
+``per_image.csv`` (every image's scores at every
 evaluation, for diagnosis), ``checkpoints/last.ckpt`` (every epoch; rerunning the same command
 resumes from it) and ``checkpoints/epoch=*.ckpt`` every ``--keep-every`` epochs. Plot with
 ``python -m benchmarks.plot_curves``. Test AUROC is only drawn, never used to choose anything.
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from anomalib.engine import Engine
 
     import anomalib_simsid  # noqa: F401  (registers the plugin)
-    from anomalib_simsid.callbacks import ScoreCurves
+    from anomalib_simsid.models.simsid.adapters.score_curves import ScoreCurves
 
     if args.threads:
         torch.set_num_threads(args.threads)

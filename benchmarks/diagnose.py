@@ -12,7 +12,8 @@ grey-level entropy. :func:`path_statistics` is the one definition the shortcut a
 and the AUROC a statistic alone reaches (abnormal vs normal) on validation and test: a statistic far
 from 0.5 is a shortcut a model can pick up, and its direction says which class is darker, smoother...
 
-With ``--per-image`` (written by :class:`anomalib_simsid.callbacks.ScoreCurves`) it adds, for each
+With ``--per-image`` (written by
+:class:`~anomalib_simsid.models.simsid.adapters.score_curves.ScoreCurves`) it adds, for each
 evaluated epoch, every score's Spearman correlation with each statistic on validation, and the mean
 reconstruction residual per class: what the critic keys on, and how it changes with training.
 """
@@ -31,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
 from anomalib_simsid.data import read_image
-from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
 from benchmarks.common import instantiate
 
 STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "sharpness", "laplacian", "entropy")

@@ -38,7 +38,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from anomalib_simsid.deploy import export_openvino, load_simsid, torch_reference
-from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
 from benchmarks.common import instantiate
 
 

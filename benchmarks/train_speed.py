@@ -319,7 +319,7 @@ def worker_data(n_images: int, zhanglab_root: str) -> dict[str, Any]:
     from PIL import Image
 
     from anomalib_simsid.data import read_image, simsid_train_augmentation
-    from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+    from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
 
     torch.set_num_threads(1)
     normals = Path(zhanglab_root) / ZHANGLAB_NORMALS

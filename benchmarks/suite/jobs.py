@@ -205,7 +205,7 @@ def _fit(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> _Fitted:
     }
     callbacks = [checkpoint, _progress_callback(job.job_id, job_dir, prior_fit_s, history)]
     if spec.curves:
-        from anomalib_simsid.callbacks import ScoreCurves
+        from anomalib_simsid.models.simsid.adapters.score_curves import ScoreCurves
 
         callbacks.append(
             ScoreCurves(job_dir / "curves.csv", every_n_epochs=1, per_image_path=job_dir / "per_image.csv")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from anomalib_simsid import DigitAnatomy, SimSID
-from anomalib_simsid.callbacks import CURVE_COLUMNS, ScoreCurves, _write_csv
+from anomalib_simsid.models.simsid.adapters.score_curves import CURVE_COLUMNS, ScoreCurves, _write_csv
 from anomalib_simsid.models.simsid.torch_model import SimSIDModel
 from tests.helpers import TINY_DATA, TINY_MODEL
 

@@ -77,7 +77,7 @@ def test_switches_turn_the_patches_off(env: dict[str, str], expected_applied: st
 
 def test_user_errors_get_one_line_and_bugs_keep_their_traceback() -> None:
     from anomalib_simsid.fixes.cli import user_message
-    from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
+    from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
 
     assert user_message(NotSimSIDError("x.ckpt is not a SimSID checkpoint")) == (
         "NotSimSIDError: x.ckpt is not a SimSID checkpoint"

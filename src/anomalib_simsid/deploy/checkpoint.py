@@ -1,7 +1,7 @@
 """Load a SimSID Lightning checkpoint for deployment, refusing anything else with a clear error.
 
 The structure check (torch file, Lightning checkpoint, SimSID's hyper-parameters and weights) is the
-model's own (:mod:`anomalib_simsid.models.simsid.checkpoint`); deployment also needs a fitted
+model's own (:mod:`anomalib_simsid.models.simsid.adapters.checkpoint`); deployment also needs a fitted
 threshold and normalisation.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from anomalib_simsid.models import SimSID
-from anomalib_simsid.models.simsid.checkpoint import (
+from anomalib_simsid.models.simsid.adapters.checkpoint import (
     REQUIRED_HPARAMS,
     REQUIRED_PREFIXES,
     NotSimSIDError,

@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 import anomalib_simsid
 from anomalib_simsid.models import SimSID
-from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
-from anomalib_simsid.models.simsid.export import OPSET, check_input_size, quiet_loggers
-from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
+from anomalib_simsid.models.simsid.adapters.export import OPSET, check_input_size, quiet_loggers
+from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
 
 from .checkpoint import load_simsid, prepare_for_deployment
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from anomalib_simsid.data.image_io import ImageReadError, read_image
-from anomalib_simsid.models.simsid.pre_processing import simsid_resize
+from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
 
 from .checkpoint import REQUIRED_PREFIXES, NotSimSIDError, load_simsid
 from .export import MODEL_TYPE, read_metadata

@@ -20,7 +20,7 @@ from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 
 from anomalib_simsid.data.image_io import ImageReadError
 from anomalib_simsid.models import SimSID
-from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
 
 TRACEBACK = "ANOMALIB_SIMSID_TRACEBACK"
 # Errors whose message names the file, folder or option and what was expected: one line is enough.

@@ -23,8 +23,8 @@ import torch
 from anomalib import LearningType
 
 from anomalib_simsid.models import SimSID
-from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError, check_structure
-from anomalib_simsid.models.simsid.resume import RUN_DIR_KEY
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError, check_structure
+from anomalib_simsid.models.simsid.training.resume import RUN_DIR_KEY
 
 from .predict import package_reader
 

@@ -114,7 +114,7 @@ def test_user_pre_processor_must_resize_to_the_network_size() -> None:
 def test_ddp_without_unused_parameter_detection_is_refused_with_the_strategy_to_use() -> None:
     from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
-    from anomalib_simsid.models.simsid.distributed import require_unused_parameter_detection
+    from anomalib_simsid.models.simsid.training.distributed import require_unused_parameter_detection
 
     with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
         require_unused_parameter_detection(DDPStrategy())
@@ -125,7 +125,7 @@ def test_ddp_without_unused_parameter_detection_is_refused_with_the_strategy_to_
 
 def test_foreign_checkpoint_is_refused_with_a_short_not_simsid_error(tmp_path: Path) -> None:
     """``SimSID.load_from_checkpoint`` (what ``anomalib export --ckpt_path`` runs) names the problem."""
-    from anomalib_simsid.models.simsid.checkpoint import NotSimSIDError
+    from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
 
     path = save_foreign_checkpoint(tmp_path / "padim.ckpt")
     with pytest.raises(NotSimSIDError, match="not a SimSID checkpoint") as error:

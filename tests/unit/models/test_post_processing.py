@@ -8,7 +8,7 @@ from anomalib.post_processing import PostProcessor
 from sklearn.metrics import roc_auc_score
 
 from anomalib_simsid import SimSID
-from anomalib_simsid.models.simsid.post_processing import SimSIDPostProcessor
+from anomalib_simsid.models.simsid.adapters.post_processing import SimSIDPostProcessor
 
 
 def fitted(post: PostProcessor) -> PostProcessor:

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from anomalib_simsid.models.simsid.networks import Discriminator
+from anomalib_simsid.models.simsid.networks.blocks import Discriminator
 from anomalib_simsid.models.simsid.robust import (
     GaussianBlur,
     NuisanceAugment,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anomalib_simsid.models.simsid.inpainting import position_bits
 from anomalib_simsid.models.simsid.loss import DiscriminatorLoss, GeneratorLoss
-from anomalib_simsid.models.simsid.memory import MemoryQueue, sparse_read
-from anomalib_simsid.models.simsid.networks import patchify, stitch
+from anomalib_simsid.models.simsid.networks.blocks import patchify, stitch
+from anomalib_simsid.models.simsid.networks.inpainting import position_bits
+from anomalib_simsid.models.simsid.networks.memory import MemoryQueue, sparse_read
 from anomalib_simsid.models.simsid.torch_model import SimSIDModel
 
 SMALL = {"img_size": 64, "num_patch": 2, "level": 3, "base_width": 8}

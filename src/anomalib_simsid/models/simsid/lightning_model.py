@@ -27,18 +27,23 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
-from .checkpoint import check_structure
-from .distributed import broadcast_buffers, require_unused_parameter_detection
-from .epoch_end import averaged_networks, build_weight_average, finish_training_epoch, resume_live_weights
-from .export import SimSIDExport
+from .adapters.checkpoint import check_structure
+from .adapters.export import SimSIDExport
+from .adapters.post_processing import SimSIDPostProcessor
+from .adapters.pre_processing import check_pre_processor_size, simsid_pre_processor
+from .adapters.predictions import PredictionsCSV
+from .adapters.timer import SimSIDTimer
+from .adapters.visualizer import SimSIDVisualizer
 from .loss import DiscriminatorLoss, GeneratorLoss
-from .post_processing import SimSIDPostProcessor
-from .pre_processing import check_pre_processor_size, simsid_pre_processor
-from .predictions import PredictionsCSV
-from .resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, restore_rng_states
-from .timer import SimSIDTimer
 from .torch_model import SimSIDModel
-from .visualizer import SimSIDVisualizer
+from .training.calibration import (
+    averaged_networks,
+    build_weight_average,
+    finish_training_epoch,
+    resume_live_weights,
+)
+from .training.distributed import broadcast_buffers, require_unused_parameter_detection
+from .training.resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, restore_rng_states
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -303,7 +308,7 @@ class SimSID(SimSIDExport, AnomalibModule):
 
         Lightning calls this hook before it loads the state dict, so a PaDiM or PatchCore checkpoint
         given to ``anomalib test/export --model SimSID --ckpt_path`` ends in one short
-        :class:`~anomalib_simsid.models.simsid.checkpoint.NotSimSIDError` instead of hundreds of
+        :class:`~anomalib_simsid.models.simsid.adapters.checkpoint.NotSimSIDError` instead of hundreds of
         missing keys.
         """
         check_structure(checkpoint)

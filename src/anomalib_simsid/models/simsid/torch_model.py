@@ -13,9 +13,9 @@ from anomalib.data import InferenceBatch
 from torch import nn
 from torch.nn import functional as F
 
-from .inpainting import InpaintingBlock
-from .memory import MemoryQueue, WindowMemory
-from .networks import Discriminator, ResBlock, UpBlock, patchify, stitch
+from .networks.blocks import Discriminator, ResBlock, UpBlock, patchify, stitch
+from .networks.inpainting import InpaintingBlock
+from .networks.memory import MemoryQueue, WindowMemory
 from .robust import (
     SCORES,
     GaussianBlur,

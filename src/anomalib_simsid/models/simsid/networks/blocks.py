@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .robust import GaussianBlur
+from ..robust import GaussianBlur
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:

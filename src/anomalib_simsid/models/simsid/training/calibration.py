@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .averaging import SCOPES, WeightAverage, recompute_batchnorm
-from .robust import mean_abs_gradient
+from ..robust import mean_abs_gradient
+from .weight_average import SCOPES, WeightAverage, recompute_batchnorm
 
 if TYPE_CHECKING:
-    from .lightning_model import SimSID
-    from .torch_model import SimSIDModel
+    from ..lightning_model import SimSID
+    from ..torch_model import SimSIDModel
 
 
 def averaged_networks(model: SimSIDModel, scope: str) -> dict[str, nn.Module]:

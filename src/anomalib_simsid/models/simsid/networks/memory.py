@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .networks import patchify, stitch
+from .blocks import patchify, stitch
 
 
 def sparse_read(query: torch.Tensor, memory: torch.Tensor, topk: int) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""anomalib adapters: pre/post-processing, visualizer, timer, predictions, export, checkpoints."""

@@ -1,0 +1,1 @@
+"""The paper's networks: blocks, memories, in-painting, critic."""

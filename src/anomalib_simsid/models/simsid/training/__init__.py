@@ -1,0 +1,1 @@
+"""What the Lightning module needs beyond one training step: calibration, resume state, DDP checks."""
