@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=None, help="default: the config's seed_everything")
     parser.add_argument("--model-args", default="{}", help="JSON overrides of model.init_args")
+    parser.add_argument(
+        "--model-class",
+        default=None,
+        help="model class_path replacing the config's (benchmarks.research.simsid_options.SimSIDResearch)",
+    )
     parser.add_argument("--data-args", default="{}", help="JSON overrides of data.init_args")
     args = parser.parse_args(argv)
 
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     model_args = json.loads(args.model_args)
     if args.channels_last:
         model_args["channels_last"] = True
-    model = _build(config["model"], model_args)
+    model_section = {**config["model"], **({"class_path": args.model_class} if args.model_class else {})}
+    model = _build(model_section, model_args)
     datamodule = _build(config["data"], {"root": args.root, **json.loads(args.data_args)})
 
     out: Path = args.out
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": args.precision,
         "channels_last": args.channels_last,
         "threads": torch.get_num_threads(),
+        "model_class": model_section["class_path"],
         "model_args": model_args,
         "resumed_from": str(last) if last.is_file() else None,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

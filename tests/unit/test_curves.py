@@ -11,6 +11,7 @@ import torch
 
 from anomalib_simsid import DigitAnatomy, SimSID
 from anomalib_simsid.models.simsid.adapters.score_curves import CURVE_COLUMNS, ScoreCurves, _write_csv
+from anomalib_simsid.models.simsid.config import SimSIDConfig
 from anomalib_simsid.models.simsid.torch_model import SimSIDModel
 from tests.helpers import TINY_DATA, TINY_MODEL
 
@@ -28,7 +29,7 @@ SCORES = {
 
 def test_diagnostic_scores_include_the_paper_score() -> None:
     torch.manual_seed(0)
-    model = SimSIDModel(**TINY_MODEL).eval()
+    model = SimSIDModel(SimSIDConfig(**TINY_MODEL)).eval()
     image = torch.rand(3, 3, 64, 64) * 2 - 1
     scores = model.diagnostic_scores(image)
     assert set(scores) == SCORES

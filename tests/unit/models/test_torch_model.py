@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from anomalib_simsid.models.simsid.config import SimSIDConfig
 from anomalib_simsid.models.simsid.loss import DiscriminatorLoss, GeneratorLoss
 from anomalib_simsid.models.simsid.networks.blocks import patchify, stitch
 from anomalib_simsid.models.simsid.networks.inpainting import position_bits
@@ -20,13 +21,13 @@ def _count(module: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(("memory", "expected"), [("matrix", 46_107_906), ("queue", 44_469_506)])
 def test_paper_parameter_counts(memory: str, expected: int) -> None:
-    model = SimSIDModel(memory=memory)
+    model = SimSIDModel(SimSIDConfig(memory=memory))
     assert _count(model.generator) == expected
     assert _count(model.discriminator) == 1_093_953
 
 
 def test_paper_shapes() -> None:
-    model = SimSIDModel(memory="queue").train()
+    model = SimSIDModel(SimSIDConfig(memory="queue")).train()
     out = model(torch.rand(2, 3, 128, 128) * 2 - 1).generated
     assert out.reconstruction.shape == (2, 1, 128, 128)
     assert out.queries.shape == (2, 4, 2048)
@@ -98,7 +99,7 @@ def test_queue_is_not_trained_and_fills_fifo() -> None:
 
 def test_teacher_loss_reaches_only_the_teacher_and_distillation_reaches_both() -> None:
     torch.manual_seed(0)
-    model = SimSIDModel(**SMALL).train()
+    model = SimSIDModel(SimSIDConfig(**SMALL)).train()
     image = torch.rand(2, 1, 64, 64) * 2 - 1
     out = model(image)
     loss = GeneratorLoss(recon=0, teacher=1, dist=0, adv=0)
@@ -119,7 +120,7 @@ def test_teacher_loss_reaches_only_the_teacher_and_distillation_reaches_both() -
 
 def test_critic_only_training_pass_skips_autograd_and_teacher_but_not_the_critic() -> None:
     """``full_pass=False`` (critic-only batches): no generator graph, no teacher, same reconstruction."""
-    model = SimSIDModel(**SMALL).train()
+    model = SimSIDModel(SimSIDConfig(**SMALL)).train()
     image = torch.rand(2, 3, 64, 64) * 2 - 1
     torch.manual_seed(0)
     lean = model(image, full_pass=False)
@@ -141,7 +142,7 @@ def test_critic_only_training_pass_skips_autograd_and_teacher_but_not_the_critic
 
 def test_eval_output_and_batch_independent_scores() -> None:
     torch.manual_seed(0)
-    model = SimSIDModel(**SMALL)
+    model = SimSIDModel(SimSIDConfig(**SMALL))
     # train-mode passes move BN statistics away from their init, so eval BN is not trivial
     with torch.no_grad():
         for _ in range(3):
@@ -158,7 +159,7 @@ def test_eval_output_and_batch_independent_scores() -> None:
 
 def test_running_stats_option_differs_from_per_sample() -> None:
     torch.manual_seed(0)
-    model = SimSIDModel(**SMALL, disc_eval_norm="running").eval()
+    model = SimSIDModel(SimSIDConfig(**SMALL, disc_eval_norm="running")).eval()
     images = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         running = model(images).pred_score
@@ -168,7 +169,7 @@ def test_running_stats_option_differs_from_per_sample() -> None:
 
 
 def test_eval_mode_writes_nothing_and_draws_no_masks() -> None:
-    model = SimSIDModel(**SMALL, memory="queue", inpaint_mask_ratio=0.5).eval()
+    model = SimSIDModel(SimSIDConfig(**SMALL, memory="queue", inpaint_mask_ratio=0.5)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -185,8 +186,10 @@ def test_eval_mode_writes_nothing_and_draws_no_masks() -> None:
         ({"img_size": 96, "num_patch": 2, "level": 5}, "num_patch \\* 2\\*\\*level = 64"),
         ({"memory": "ring"}, "memory kind must be one of"),
         ({"disc_eval_norm": "batch"}, "eval_norm must be"),
+        ({"img_size": 64, "level": 1}, "level must be at least 2"),
+        ({"score": "lowpass_residual"}, "score must be one of"),
     ],
 )
 def test_bad_sizes_and_options_are_explained(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        SimSIDModel(**kwargs)
+        SimSIDModel(SimSIDConfig(**kwargs))

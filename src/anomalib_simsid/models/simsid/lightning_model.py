@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -27,21 +28,17 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
-from .adapters.checkpoint import check_structure
+from .adapters.checkpoint import check_options, check_structure
 from .adapters.export import SimSIDExport
 from .adapters.post_processing import SimSIDPostProcessor
 from .adapters.pre_processing import check_pre_processor_size, simsid_pre_processor
 from .adapters.predictions import PredictionsCSV
 from .adapters.timer import SimSIDTimer
 from .adapters.visualizer import SimSIDVisualizer
+from .config import SimSIDConfig
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .torch_model import SimSIDModel
-from .training.calibration import (
-    averaged_networks,
-    build_weight_average,
-    finish_training_epoch,
-    resume_live_weights,
-)
+from .training.calibration import fit_calibration
 from .training.distributed import broadcast_buffers, require_unused_parameter_detection
 from .training.resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, restore_rng_states
 
@@ -55,10 +52,11 @@ def cpu_has_fast_bf16() -> bool:
 
 
 class SimSID(SimSIDExport, AnomalibModule):
-    """SimSID as an anomalib model; defaults build the paper's model (46.1 M + 1.09 M parameters).
+    """SimSID as an anomalib model; defaults build the paper model (46.1 M + 1.09 M parameters).
 
-    The last seven arguments are options against the sharpness shortcut (:mod:`.robust`,
-    :mod:`.epoch_end`); each is off by default.
+    The architecture arguments are gathered once into a frozen :class:`~.config.SimSIDConfig`, which
+    builds :class:`~.torch_model.SimSIDModel`; each stays a flat argument here so that
+    ``--model.init_args.<name>`` works on the CLI and checkpoints keep their hyper-parameter names.
 
     Args:
         img_size: side of the square input the network sees; every network size derives from it. It
@@ -66,21 +64,23 @@ class SimSID(SimSIDExport, AnomalibModule):
             the checkpoint's and export's metadata depend on it; the default pre-processor resizes
             to it, and a user-given pre-processor must resize to it too (checked, clear error).
         num_patch: patches per image side (one bottleneck memory per grid position).
-        level: stride-2 encoder stages per patch.
+        level: stride-2 encoder stages per patch (at least 2: the decoder's two skip levels).
         base_width: channels of the first stage; doubled at every stage.
-        skip_levels: lowest decoder levels that concatenate skips and read decoder memories.
         memory: bottleneck memory kind: ``"matrix"`` (learned, SimSID) or ``"queue"`` (SQUID's FIFO;
             the released ZhangLab config).
         num_slots: slots of every memory.
         topk: shrinkage rank of the memory read (strict: ``topk - 1`` slots stay non-zero).
         inpaint_mask_ratio: training probability of taking the in-painted bottleneck feature
             (1.0 = always; CheXpert used 0.9).
-        use_inpainting: switch the in-painting block off (ablation).
         disc_eval_norm: critic BatchNorm at inference, ``"per_sample"`` (faithful, batch-independent)
             or ``"running"``.
-        recon_weight / teacher_weight / dist_weight / adv_weight / disc_weight: loss weights λ_s,
-            λ_t, λ_dist, λ_gen, λ_d.
-        lr / disc_lr: Adam learning rates of generator and critic.
+        recon_weight: loss weight λ_s of the student's reconstruction.
+        teacher_weight: loss weight λ_t of the teacher's reconstruction.
+        dist_weight: loss weight λ_dist of the student-teacher feature distillation.
+        adv_weight: loss weight λ_gen of the generator's adversarial term.
+        disc_weight: loss weight λ_d of the critic.
+        lr: Adam learning rate of the generator.
+        disc_lr: Adam learning rate of the critic.
         weight_decay: generator weight decay (the critic has none).
         n_critic: generator step every ``n_critic`` batches; the critic steps on every batch.
         cosine_period: ``T_max`` (epochs) of the generator's cosine schedule, stepped per epoch and
@@ -92,21 +92,13 @@ class SimSID(SimSIDExport, AnomalibModule):
         channels_last: store the convolution weights NHWC, a speed lever (same math, other memory
             layout; see ``benchmarks/results/train_speed.md``). Mixed precision is the trainer's:
             ``--trainer.precision bf16-mixed``.
-        critic_blur_sigma: Gaussian low-pass (pixels) in front of the critic, for real and
-            reconstructed images alike, so sharpness cannot separate them. 0 = off (paper).
-        nuisance_strength: random blur/sharpening, gamma, contrast and brightness of training
-            images, scaled 0-1, so global appearance carries no information about "normal". 0 = off.
-        intensity_standardise: per-image zero mean / fixed spread before the networks, in training,
-            inference and the exported graph: scores ignore exposure and contrast. False = paper.
-        score: ``pred_score``: ``"critic"`` (paper), ``"lowpass_residual"`` (mean
-            ``|blur(x) - blur(x_hat)|``, blur ``lowpass_sigma`` px) or ``"calibrated_residual"`` (the
-            residual relative to the one expected at the image's sharpness, a line fitted on the
-            training normals after every epoch and stored in checkpoints and exports).
-        lowpass_sigma: Gaussian of the low-pass residual (also a diagnostic score).
-        ema_decay: exponential moving average of the networks' weights, used by validation,
-            checkpoints, test and export (steadier than the adversarial game's raw weights). 0 = off.
-        ema_scope: ``"generator"`` (default: the live critic judges the averaged generator) or
-            ``"both"`` (critic averaged too, BatchNorm statistics recomputed on the training images).
+        score: ``pred_score``: ``"critic"`` (paper) or ``"calibrated_residual"`` (the mean residual
+            relative to the one expected at the image's sharpness, a line fitted on the training
+            normals after every epoch and stored in checkpoints and exports; the robust configs).
+        pre_processor: ``True`` for SimSID's resize and scaling, or a user's (same size).
+        post_processor: ``True`` for :class:`~.adapters.post_processing.SimSIDPostProcessor`.
+        evaluator: ``True`` for image AUROC (validation) and AUROC and F1 (test).
+        visualizer: ``True`` for :class:`~.adapters.visualizer.SimSIDVisualizer`.
     """
 
     def __init__(
@@ -115,12 +107,10 @@ class SimSID(SimSIDExport, AnomalibModule):
         num_patch: int = 2,
         level: int = 4,
         base_width: int = 32,
-        skip_levels: int = 2,
         memory: str = "matrix",
         num_slots: int = 200,
         topk: int = 5,
         inpaint_mask_ratio: float = 1.0,
-        use_inpainting: bool = True,
         disc_eval_norm: str = "per_sample",
         recon_weight: float = 10.0,
         teacher_weight: float = 0.01,
@@ -136,18 +126,24 @@ class SimSID(SimSIDExport, AnomalibModule):
         disc_cosine: bool = False,
         max_epochs: int | None = None,
         channels_last: bool = False,
-        critic_blur_sigma: float = 0.0,
-        nuisance_strength: float = 0.0,
-        intensity_standardise: bool = False,
         score: str = "critic",
-        lowpass_sigma: float = 2.0,
-        ema_decay: float = 0.0,
-        ema_scope: str = "generator",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        config = SimSIDConfig(
+            img_size=img_size,
+            num_patch=num_patch,
+            level=level,
+            base_width=base_width,
+            memory=memory,
+            num_slots=num_slots,
+            topk=topk,
+            inpaint_mask_ratio=inpaint_mask_ratio,
+            disc_eval_norm=disc_eval_norm,
+            score=score,
+        )
         if pre_processor is True:
             pre_processor = self.configure_pre_processor((img_size, img_size))
         elif isinstance(pre_processor, PreProcessor):
@@ -158,38 +154,20 @@ class SimSID(SimSIDExport, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = SimSIDModel(
-            img_size=img_size,
-            num_patch=num_patch,
-            level=level,
-            base_width=base_width,
-            skip_levels=skip_levels,
-            memory=memory,
-            num_slots=num_slots,
-            topk=topk,
-            inpaint_mask_ratio=inpaint_mask_ratio,
-            use_inpainting=use_inpainting,
-            disc_eval_norm=disc_eval_norm,
-            critic_blur_sigma=critic_blur_sigma,
-            nuisance_strength=nuisance_strength,
-            intensity_standardise=intensity_standardise,
-            score=score,
-            lowpass_sigma=lowpass_sigma,
-        )
+        self.model = SimSIDModel(config)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.weight_average = build_weight_average(self.model, ema_decay, ema_scope)
         self.generator_loss = GeneratorLoss(recon_weight, teacher_weight, dist_weight, adv_weight)
         self.discriminator_loss = DiscriminatorLoss(disc_weight)
         self.automatic_optimization = False
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """SimSID's antialiased bicubic resize and [-1, 1] scaling (see :mod:`.pre_processing`)."""
+        """SimSID's antialiased bicubic resize and [-1, 1] scaling (see :mod:`.adapters.pre_processing`)."""
         return simsid_pre_processor(image_size or (128, 128))
 
     def configure_post_processor(self) -> PostProcessor:
-        """Anomalib's one-class post-processor, normalising without ties (see :mod:`.post_processing`).
+        """Anomalib's one-class post-processor, normalising without ties (:mod:`.adapters.post_processing`).
 
         Threshold matching is off: without masks it would reuse the image threshold (a critic logit)
         on the residual map, which has other units, and saturate every exported heatmap at 0 or 1.
@@ -209,13 +187,13 @@ class SimSID(SimSIDExport, AnomalibModule):
 
     @classmethod
     def configure_visualizer(cls) -> SimSIDVisualizer:
-        """Draw overlays from the package's reader: DICOM windowed, 16-bit not white (:mod:`.visualizer`)."""
+        """Draw overlays from the package's reader: DICOM windowed, 16-bit not white (:mod:`.adapters`)."""
         return SimSIDVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
         """Return anomalib's components, the ``predictions.csv`` writer and a timer naming its figures.
 
-        :class:`.timer.SimSIDTimer` replaces anomalib's ``TimerCallback`` (Lightning swaps a trainer
+        :class:`.adapters.timer.SimSIDTimer` replaces anomalib's ``TimerCallback`` (Lightning swaps a trainer
         callback for a model callback of a subclass), so only SimSID runs change.
         """
         return [*super().configure_callbacks(), PredictionsCSV(), SimSIDTimer()]
@@ -262,12 +240,9 @@ class SimSID(SimSIDExport, AnomalibModule):
             g_opt.zero_grad()
             self.manual_backward(g_loss)
             g_opt.step()
-            if output.generated.queries is not None:
-                self.model.write_memory(self._gather_queries(output.generated.queries.detach()))
+            self.model.write_memory(self._gather_queries(output.generated.queries.detach()))
             logs["train_g_loss"] = g_loss.detach()
             logs.update({f"train_{name}_loss": value.detach() for name, value in terms.items()})
-        if self.weight_average is not None and (generator_step or self.hparams.ema_scope == "both"):
-            self.weight_average.update(averaged_networks(self.model, self.hparams.ema_scope))
         self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=output.image.shape[0])
 
     def _gather_queries(self, queries: torch.Tensor) -> torch.Tensor:
@@ -276,16 +251,14 @@ class SimSID(SimSIDExport, AnomalibModule):
             return queries
         return self.all_gather(queries).flatten(0, 1)
 
-    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        """Train the live weights (the averaged ones sit in the model from the end of each epoch)."""
-        del batch, batch_idx
-        resume_live_weights(self)
-
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
-        """After the epoch's last batch: averaged weights in, calibration fitted (see :mod:`.epoch_end`)."""
+        """After the epoch's last batch, refit the sharpness calibration (:mod:`.training.calibration`).
+
+        Here, not in ``on_train_epoch_end``: Lightning validates (and checkpoints) before that hook.
+        """
         del outputs, batch
         if self.trainer.is_last_batch or batch_idx + 1 >= self.trainer.num_training_batches:
-            finish_training_epoch(self)
+            fit_calibration(self)
 
     def on_train_epoch_end(self) -> None:
         """Step the cosine schedules once per epoch (manual optimisation does not)."""
@@ -311,13 +284,14 @@ class SimSID(SimSIDExport, AnomalibModule):
         :class:`~anomalib_simsid.models.simsid.adapters.checkpoint.NotSimSIDError` instead of hundreds of
         missing keys.
         """
-        check_structure(checkpoint)
+        hparams = check_structure(checkpoint)
+        check_options(hparams, set(inspect.signature(type(self).__init__).parameters))
         super().on_load_checkpoint(checkpoint)
         if RNG_STATE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
             restore_rng_states(checkpoint[RNG_STATE_KEY])
 
     def setup(self, stage: str) -> None:
-        """Refuse a DDP strategy that cannot handle the two manual backwards (see :mod:`.distributed`)."""
+        """Refuse a DDP strategy that cannot run the two manual backwards (:mod:`.training.distributed`)."""
         if stage == "fit":
             require_unused_parameter_detection(self.trainer.strategy)
 

@@ -16,6 +16,16 @@ import torch
 # Hyper-parameters and state-dict prefixes that only a SimSID checkpoint has.
 REQUIRED_HPARAMS = ("img_size", "num_patch", "level", "base_width")
 REQUIRED_PREFIXES = ("model.generator.encoder.", "model.generator.student.", "model.discriminator.")
+# Options earlier versions had, with their paper values. A checkpoint trained with another value
+# needs the class that still has the option (the research ones: benchmarks/research/simsid_options.py).
+REMOVED_OPTIONS = {
+    "skip_levels": 2,
+    "use_inpainting": True,
+    "critic_blur_sigma": 0.0,
+    "nuisance_strength": 0.0,
+    "intensity_standardise": False,
+    "ema_decay": 0.0,
+}
 
 
 class NotSimSIDError(ValueError):
@@ -71,3 +81,26 @@ def check_structure(checkpoint: dict[str, Any], path: str | Path = "the checkpoi
         )
         raise NotSimSIDError(msg)
     return dict(hparams)
+
+
+def check_options(hparams: dict[str, Any], accepted: set[str], path: str | Path = "the checkpoint") -> None:
+    """Refuse a checkpoint trained with an option the loading class does not have (:data:`REMOVED_OPTIONS`).
+
+    Loading it would silently drop the option (Lightning passes only the arguments a class takes)
+    and score with another model than the one trained.
+
+    Args:
+        hparams: the checkpoint's hyper-parameters.
+        accepted: the argument names of the class that loads it.
+        path: named in the error.
+
+    Raises:
+        NotSimSIDError: an option is set to a non-paper value and ``accepted`` lacks it.
+    """
+    for name, paper in REMOVED_OPTIONS.items():
+        if name in hparams and name not in accepted and hparams[name] != paper:
+            msg = (
+                f"{path} was trained with {name}={hparams[name]!r}, an option SimSID no longer has "
+                f"(paper: {paper!r}); load it with benchmarks.research.simsid_options.SimSIDResearch"
+            )
+            raise NotSimSIDError(msg)

@@ -1,11 +1,12 @@
-"""What SimSID does after an epoch's last training batch, before validation and checkpointing.
+"""The sharpness calibration of ``score="calibrated_residual"``: the score's buffers and their fit.
 
-With weight averaging (``ema_decay > 0``) the averaged networks are swapped into the model there, so
-validation, the curve callback, every checkpoint, test and export see them; the live weights return
-before the next training batch. With ``score="calibrated_residual"`` the residual-vs-sharpness line
-is refitted on the training normals (as the training loader serves them, augmentation included)
-with the weights the model then holds. Both passes over the
-training images run under a forked RNG, so they change no shuffle, augmentation or mask of training.
+SimSID's reconstructions are smoother than their inputs, so sharp normal images reconstruct with
+larger errors than smooth ones and the plain residual ranks smooth (often abnormal) images as more
+normal. :class:`SharpnessCalibration` scores the residual relative to the one expected at the
+image's sharpness; :func:`fit_calibration` refits that line on the training normals after every
+training epoch (as the training loader serves them, augmentation included), before validation and
+checkpointing, with the weights the model then holds. The pass over the training images runs under
+a forked RNG, so it changes no shuffle, augmentation or mask of training.
 """
 
 from __future__ import annotations
@@ -16,35 +17,53 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..robust import mean_abs_gradient
-from .weight_average import SCOPES, WeightAverage, recompute_batchnorm
-
 if TYPE_CHECKING:
     from ..lightning_model import SimSID
-    from ..torch_model import SimSIDModel
 
 
-def averaged_networks(model: SimSIDModel, scope: str) -> dict[str, nn.Module]:
-    """Name the networks ``ema_scope`` averages: the generator, and with ``"both"`` the critic."""
-    networks: dict[str, nn.Module] = {"generator": model.generator}
-    if scope == "both":
-        networks["discriminator"] = model.discriminator
-    return networks
+def mean_abs_gradient(x: torch.Tensor) -> torch.Tensor:
+    """Sharpness of each image ``(B, 1, H, W)``: mean gradient magnitude (forward differences)."""
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+    return torch.sqrt(dx.float() ** 2 + dy.float() ** 2).mean(dim=(1, 2, 3))
 
 
-def build_weight_average(model: SimSIDModel, decay: float, scope: str) -> WeightAverage | None:
-    """Build the EMA shadow of the averaged networks, or ``None`` when ``decay`` is 0 (paper)."""
-    if scope not in SCOPES:
-        msg = f"ema_scope must be one of {SCOPES}, got {scope!r}"
-        raise ValueError(msg)
-    return WeightAverage(averaged_networks(model, scope), decay) if decay else None
+class SharpnessCalibration(nn.Module):
+    """``log r - (a + b log s)``: the residual ``r`` relative to the one expected at sharpness ``s``.
 
+    Sharp normal images reconstruct with larger errors than smooth ones, so the plain residual ranks
+    smooth (often abnormal) images as *more* normal. A line ``log r = a + b log s`` fitted by least
+    squares on training normals (:meth:`fit`) removes that trend; what is left is the error the
+    anatomy causes. ``a``, ``b`` are buffers, so they travel in checkpoints and exported graphs.
+    Before any fit (``a = b = 0``) the score is the log residual.
+    """
 
-def resume_live_weights(module: SimSID) -> None:
-    """Put the live weights back into the model if the averaged ones are there (before training)."""
-    average = module.weight_average
-    if average is not None and bool(average.averaged_in_model):
-        average.swap(averaged_networks(module.model, module.hparams.ema_scope))
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("intercept", torch.zeros(()))
+        self.register_buffer("slope", torch.zeros(()))
+
+    @staticmethod
+    def _logs(residual: torch.Tensor, sharpness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return residual.float().clamp_min(1e-8).log(), sharpness.float().clamp_min(1e-8).log()
+
+    @torch.no_grad()
+    def fit(self, residual: torch.Tensor, sharpness: torch.Tensor) -> None:
+        """Least-squares line of log residual on log sharpness over normal images (at least 2)."""
+        log_r, log_s = self._logs(residual, sharpness)
+        if log_r.numel() < 2:
+            msg = f"sharpness calibration needs at least 2 images, got {log_r.numel()}"
+            raise ValueError(msg)
+        centred = log_s - log_s.mean()
+        var = centred.pow(2).sum()
+        slope = (centred * (log_r - log_r.mean())).sum() / var if var > 0 else torch.zeros(())
+        self.slope.fill_(float(slope))
+        self.intercept.fill_(float(log_r.mean() - slope * log_s.mean()))
+
+    def forward(self, residual: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
+        """Calibrated score per image (higher = more anomalous than its sharpness explains)."""
+        log_r, log_s = self._logs(residual, sharpness)
+        return log_r - (self.intercept + self.slope * log_s)
 
 
 def for_each_training_image(module: SimSID, step: Callable[[torch.Tensor], None]) -> None:
@@ -58,38 +77,27 @@ def for_each_training_image(module: SimSID, step: Callable[[torch.Tensor], None]
                 step(image)
 
 
-def finish_training_epoch(module: SimSID) -> None:
-    """Swap the averaged weights in (BatchNorm recomputed for ``"both"``) and fit the calibration."""
+def fit_calibration(module: SimSID) -> None:
+    """Refit the calibration line on the training normals (a no-op without ``calibrated_residual``).
+
+    Args:
+        module: the Lightning module, attached to a trainer with a datamodule.
+    """
     model = module.model
-    average = module.weight_average
-    if average is None and model.calibration is None:
+    if model.calibration is None:
         return
     was_training = model.training
-    model.eval()  # clean images: no nuisance augmentation, no in-painting mask
+    model.eval()  # clean images: no in-painting mask
+    residuals, sharpness = [], []
+
+    def collect(image: torch.Tensor) -> None:
+        gray = model.prepare(image)
+        reconstruction = model.generator(gray).reconstruction
+        residuals.append(model.mean_residual(gray, reconstruction))
+        sharpness.append(mean_abs_gradient(gray))
+
     try:
-        if average is not None:
-            scope = module.hparams.ema_scope
-            if not bool(average.averaged_in_model):
-                average.swap(averaged_networks(model, scope))
-            if scope == "both":
-
-                def refresh(image: torch.Tensor) -> None:
-                    gray = model.prepare(image)
-                    model.discriminator(gray)
-                    model.discriminator(model.generator(gray).reconstruction)
-
-                networks = [model.generator, model.discriminator]
-                recompute_batchnorm(networks, lambda: for_each_training_image(module, refresh))
-        if model.calibration is not None:
-            residuals, sharpness = [], []
-
-            def collect(image: torch.Tensor) -> None:
-                gray = model.prepare(image)
-                reconstruction = model.generator(gray).reconstruction
-                residuals.append(model.mean_residual(gray, reconstruction))
-                sharpness.append(mean_abs_gradient(gray))
-
-            for_each_training_image(module, collect)
-            model.calibration.fit(torch.cat(residuals), torch.cat(sharpness))
+        for_each_training_image(module, collect)
+        model.calibration.fit(torch.cat(residuals), torch.cat(sharpness))
     finally:
         model.train(was_training)

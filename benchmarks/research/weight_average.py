@@ -5,7 +5,8 @@ average of recent weights is a steadier model. Only the networks are averaged (n
 pre-/post-processors). A naive average of generator *and* critic scored lower than the raw weights
 (measured: the averaged critic no longer matches the averaged generator's reconstructions), hence
 ``scope="generator"`` by default; ``"both"`` averages the critic too, and the caller recomputes
-BatchNorm statistics for the averaged networks.
+BatchNorm statistics for the averaged networks. Measured not to help (``benchmarks/results/robust``);
+used by :class:`benchmarks.research.simsid_options.SimSIDResearch` only.
 
 The shadow copy lives outside the exported ``model``: :meth:`WeightAverage.swap` exchanges live and
 averaged values in place (parameter objects stay the same, so optimiser states stay valid), and the
@@ -103,3 +104,19 @@ def recompute_batchnorm(modules: list[nn.Module], run: Callable[[], None]) -> No
             norm.momentum = momentum
         for module, training in states:
             module.train(training)
+
+
+def averaged_networks(model: nn.Module, scope: str) -> dict[str, nn.Module]:
+    """Name the networks ``ema_scope`` averages: the generator, and with ``"both"`` the critic."""
+    networks: dict[str, nn.Module] = {"generator": model.generator}
+    if scope == "both":
+        networks["discriminator"] = model.discriminator
+    return networks
+
+
+def build_weight_average(model: nn.Module, decay: float, scope: str) -> WeightAverage | None:
+    """Build the EMA shadow of the averaged networks, or ``None`` when ``decay`` is 0 (paper)."""
+    if scope not in SCOPES:
+        msg = f"ema_scope must be one of {SCOPES}, got {scope!r}"
+        raise ValueError(msg)
+    return WeightAverage(averaged_networks(model, scope), decay) if decay else None

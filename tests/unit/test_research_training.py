@@ -1,14 +1,17 @@
-"""Weight averaging and the calibration fit (options against the sharpness shortcut), through a real fit."""
+"""The research subclass through a real fit: weight averaging, alone and with the calibration fit."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_simsid import DigitAnatomy, SimSID
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
+from benchmarks.research.simsid_options import SimSIDResearch
 from tests.helpers import TINY_DATA, TINY_MODEL
 
 OPTIONS = (
@@ -20,6 +23,18 @@ OPTIONS = (
     "ema_decay",
     "ema_scope",
 )
+
+
+def test_the_research_model_without_options_is_the_product_model_weight_for_weight() -> None:
+    states = []
+    for cls, options in ((SimSID, {}), (SimSIDResearch, {"critic_blur_sigma": 1.0, "lowpass_sigma": 1.0})):
+        seed_everything(0)
+        model = cls(**TINY_MODEL, **options, visualizer=False)
+        states.append((model.state_dict(), torch.rand(3)))  # the RNG after construction, too
+    (plain, plain_next), (research, research_next) = states
+    assert plain.keys() == research.keys()
+    torch.testing.assert_close(research, plain, rtol=0, atol=0, equal_nan=True)  # NaN: unfitted thresholds
+    assert torch.equal(plain_next, research_next)
 
 
 def _fit(
@@ -73,7 +88,7 @@ def test_generator_average_is_what_validation_checkpoints_and_inference_use(
 ) -> None:
     seed_everything(0)
     decay = 0.9
-    model = SimSID(**TINY_MODEL, ema_decay=decay, lr=1e-3, disc_lr=1e-3, visualizer=False)
+    model = SimSIDResearch(**TINY_MODEL, ema_decay=decay, lr=1e-3, disc_lr=1e-3, visualizer=False)
     critic_before = _flat(model.model.discriminator)
     record = _RecordGenerator(n_critic=2)
     engine = _fit(model, digit_root, tmp_path, [record])
@@ -97,7 +112,10 @@ def test_generator_average_is_what_validation_checkpoints_and_inference_use(
         "ema_scope": "generator",
     }
     assert set(OPTIONS) <= set(checkpoint["hyper_parameters"])
-    reloaded = SimSID.load_from_checkpoint(engine.trainer.checkpoint_callback.best_model_path).eval()
+    best = engine.trainer.checkpoint_callback.best_model_path
+    with pytest.raises(NotSimSIDError, match=r"ema_decay=0\.9, an option SimSID no longer has"):
+        SimSID.load_from_checkpoint(best)  # the product class would silently score the live weights
+    reloaded = SimSIDResearch.load_from_checkpoint(best).eval()
     torch.testing.assert_close(_flat(reloaded.model.generator), averaged)
     image = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -112,7 +130,7 @@ def test_averaging_both_networks_recomputes_batchnorm_for_the_averaged_weights(
     digit_root: Path, tmp_path: Path
 ) -> None:
     seed_everything(0)
-    model = SimSID(**TINY_MODEL, ema_decay=0.5, ema_scope="both", visualizer=False)
+    model = SimSIDResearch(**TINY_MODEL, ema_decay=0.5, ema_scope="both", visualizer=False)
     _fit(model, digit_root, tmp_path, epochs=1)
     live = model.weight_average.shadow
     assert not torch.equal(_flat(model.model.discriminator), _flat(live["discriminator"]))
@@ -122,27 +140,11 @@ def test_averaging_both_networks_recomputes_batchnorm_for_the_averaged_weights(
     assert norm.momentum == live_norm.momentum == 0.1  # restored after the cumulative pass
 
 
-def test_the_calibration_fit_changes_no_training_step_and_lands_in_the_checkpoint(
-    digit_root: Path, tmp_path: Path
-) -> None:
-    weights = {}
-    for score in ("critic", "calibrated_residual"):
-        seed_everything(0)
-        model = SimSID(**TINY_MODEL, score=score, visualizer=False)
-        engine = _fit(model, digit_root, tmp_path / score, epochs=2)
-        weights[score] = _flat(model.model)
-    torch.testing.assert_close(weights["critic"], weights["calibrated_residual"], rtol=0, atol=0)
-    calibration = model.model.calibration
-    assert float(calibration.slope) != 0.0
-    state = torch.load(engine.trainer.checkpoint_callback.best_model_path, weights_only=True)["state_dict"]
-    assert float(state["model.calibration.slope"]) == float(calibration.slope)
-
-
 def test_a_limited_epoch_still_ends_with_the_average_in_and_the_calibration_fitted(
     digit_root: Path, tmp_path: Path
 ) -> None:
     seed_everything(0)
-    model = SimSID(**TINY_MODEL, score="calibrated_residual", ema_decay=0.5, visualizer=False)
+    model = SimSIDResearch(**TINY_MODEL, score="calibrated_residual", ema_decay=0.5, visualizer=False)
     engine = Engine(
         default_root_dir=tmp_path,
         max_epochs=1,

@@ -1,4 +1,4 @@
-"""The issue-26 options that change inference are inside the exported OpenVINO graph."""
+"""The research options that change inference (benchmarks/research) are inside the exported OpenVINO graph."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lightning.pytorch import seed_everything
 
 from anomalib_simsid import DigitAnatomy, SimSID
 from anomalib_simsid.deploy import export_openvino, torch_reference
+from benchmarks.research.simsid_options import SimSIDResearch
 from tests.helpers import TINY_DATA, TINY_MODEL
 from tests.integration.test_export import assert_parity, run_ir
 
@@ -29,7 +30,7 @@ def test_openvino_matches_pytorch_with_every_inference_option_on(digit_root: Pat
     work = Path(tempfile.mkdtemp(prefix="simsid_robust_", dir=digit_root.parent))
     seed_everything(0)
     datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=12)
-    model = SimSID(**TINY_MODEL, **ROBUST, lr=1e-3, disc_lr=1e-3, visualizer=False)
+    model = SimSIDResearch(**TINY_MODEL, **ROBUST, lr=1e-3, disc_lr=1e-3, visualizer=False)
     Engine(default_root_dir=work, max_epochs=1, logger=False, enable_progress_bar=False).fit(
         model, datamodule=datamodule
     )
@@ -68,7 +69,7 @@ def test_openvino_graph_holds_the_critic_blur_and_the_lowpass_score(tmp_path: Pa
         "lowpass": {"score": "lowpass_residual", "lowpass_sigma": 2.0},
     }.items():
         torch.manual_seed(0)
-        model = SimSID(**TINY_MODEL, **options, visualizer=False).eval()
+        model = SimSIDResearch(**TINY_MODEL, **options, visualizer=False).eval()
         with torch.no_grad():
             raw = model.model(model.pre_processor(images)).pred_score
         _set_post_processor(model, float(raw.min()), float(raw.max()))
