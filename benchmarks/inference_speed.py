@@ -39,7 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_simsid import DigitAnatomy, SimSID
 from anomalib_simsid.deploy import export_openvino, load_simsid, prepare_for_deployment
-from anomalib_simsid.deploy.export import calibration_arrays, normal_training_subset, quantize_int8
+from anomalib_simsid.models.simsid.adapters.openvino import (
+    calibration_arrays,
+    normal_training_subset,
+    quantize_int8,
+)
 from benchmarks.common import cpu_info
 
 RESULTS = Path(__file__).parent / "results" / "inference_speed.md"

@@ -25,11 +25,11 @@ from PIL import Image
 from anomalib_simsid import SimSID
 from anomalib_simsid.data.image_io import ImageReadError
 from anomalib_simsid.deploy import NotSimSIDError, export_openvino, read_checkpoint
-from anomalib_simsid.deploy import export as export_module
 from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
 from anomalib_simsid.deploy.score_folder import main as score_cli
 from anomalib_simsid.deploy.score_folder import score_folder
+from anomalib_simsid.models.simsid.adapters import openvino as export_module
 from tests.helpers import REPO, TINY_DATA, TINY_MODEL
 
 SIZE = TINY_MODEL["img_size"]

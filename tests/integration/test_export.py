@@ -29,9 +29,10 @@ from anomalib_simsid.deploy import (
     read_metadata,
     torch_reference,
 )
-from anomalib_simsid.deploy.export import quantize_int8
 from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
+from anomalib_simsid.models.simsid.adapters import openvino
+from anomalib_simsid.models.simsid.adapters.openvino import quantize_int8
 from tests.helpers import (
     MAP_ATOL,
     TINY_DATA,
@@ -158,7 +159,7 @@ def test_int8_quantisation_log_is_short(
     printed = capfd.readouterr()
     assert "Not adding activation input quantizer" not in printed.out + printed.err
     assert not [r for r in caplog.records if r.name.startswith("nncf") and r.levelno < logging.WARNING]
-    steps = [r.getMessage() for r in caplog.records if r.name == "anomalib_simsid.deploy.export"]
+    steps = [r.getMessage() for r in caplog.records if r.name == openvino.__name__]
     assert any("calibrating on 2" in m for m in steps)
     assert any("MatMul weights" in m for m in steps)
     assert logging.getLogger("nncf").level == level  # restored

@@ -1,19 +1,24 @@
-"""Deployment: OpenVINO export (FP32/FP16/INT8), a predictor for exported models, and folder scoring."""
+"""Deployment: a predictor for exported models, folder scoring, and the ``simsid-export`` command.
 
-from .checkpoint import (
+The export itself and the checkpoint reader belong to the model (``models/simsid/adapters``); they are
+re-exported here. ``deploy`` imports ``models``, never the reverse.
+"""
+
+from anomalib_simsid.models.simsid.adapters.checkpoint import (
     NotSimSIDError,
     check_simsid_checkpoint,
     load_simsid,
     prepare_for_deployment,
     read_checkpoint,
 )
-from .export import (
+from anomalib_simsid.models.simsid.adapters.openvino import (
     TrainNormalsCalibration,
     export_openvino,
     normal_training_subset,
     read_metadata,
     torch_reference,
 )
+
 from .predictor import SimSIDPredictor
 
 __all__ = [

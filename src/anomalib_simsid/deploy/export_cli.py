@@ -6,7 +6,8 @@ Usage::
         --data anomalib_simsid.DigitAnatomy --data-args '{"root": "./datasets/DigitAnatomy"}'
 
 INT8 is calibrated on the datamodule's normal training images with SimSID's NNCF settings
-(:data:`~anomalib_simsid.deploy.export.INT8_DEFAULTS`). Every argument is checked before the slow
+(:data:`~anomalib_simsid.models.simsid.adapters.openvino.INT8_DEFAULTS`). Every argument is
+checked before the slow
 trace, and nothing is written unless every requested precision exported.
 """
 
@@ -23,9 +24,8 @@ from typing import Any
 from anomalib.data import AnomalibDataModule
 
 from anomalib_simsid.data.image_io import ImageReadError
-
-from .checkpoint import NotSimSIDError
-from .export import COMPRESSIONS, export_openvino
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
+from anomalib_simsid.models.simsid.adapters.openvino import COMPRESSIONS, export_openvino
 
 
 class ArgumentError(ValueError):

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from anomalib_simsid.data.image_io import ImageReadError, read_image
+from anomalib_simsid.models.simsid.adapters.checkpoint import REQUIRED_PREFIXES, NotSimSIDError, load_simsid
+from anomalib_simsid.models.simsid.adapters.openvino import MODEL_TYPE, read_metadata
 from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
-
-from .checkpoint import REQUIRED_PREFIXES, NotSimSIDError, load_simsid
-from .export import MODEL_TYPE, read_metadata
 
 REQUIRED_OUTPUTS = ("pred_score", "pred_label", "anomaly_map")
 PRECISIONS = ("f32", "bf16", "f16", "auto")

@@ -38,9 +38,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable, image_files
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
+from anomalib_simsid.models.simsid.adapters.openvino import staging_folder
 
-from .checkpoint import NotSimSIDError
-from .export import staging_folder
 from .predictor import PRECISIONS, SimSIDPredictor
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ import csv
 import functools
 import inspect
 import os
-import pickle
 import shutil
 import time
 import warnings
@@ -19,11 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
 from anomalib import LearningType
 
 from anomalib_simsid.models import SimSID
-from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError, check_structure
+from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError, check_structure, read_checkpoint
 from anomalib_simsid.models.simsid.training.resume import RUN_DIR_KEY
 
 from .predict import package_reader
@@ -60,25 +58,9 @@ def _check_checkpoint(call: Callable[[], Any], _engine: Any, arguments: dict[str
     """Refuse an unreadable or foreign checkpoint, naming the file, before Lightning reads it."""
     path = arguments.get("ckpt_path")
     if path:
-        if not Path(path).is_file():
-            msg = f"--ckpt_path {path} does not exist or is not a file"
-            raise FileNotFoundError(msg)
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError:  # holds objects that only Lightning's checkpoint IO may allow
-            checkpoint = None
-        except Exception as err:
-            reason = (
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
-            )
-            msg = (
-                f"--ckpt_path {path} cannot be read as a checkpoint (truncated or not a torch file? {reason})"
-            )
-            raise NotSimSIDError(msg) from None
-        if isinstance(checkpoint, dict):
-            if "state_dict" not in checkpoint:
-                msg = f"--ckpt_path {path} is a torch file but not a Lightning checkpoint (no 'state_dict')"
-                raise NotSimSIDError(msg)
+        # None: it holds objects that only Lightning's checkpoint IO may allow; Lightning decides.
+        checkpoint = read_checkpoint(path, mmap=True, allow_objects=True)
+        if checkpoint is not None:
             check_structure(checkpoint, path)
     return call()
 
@@ -233,10 +215,10 @@ def _saved_checkpoints(engine: Any, since: float) -> bool:
 def _resumed_run_dir(ckpt: str | Path) -> Path | None:
     """Return the ``v<n>`` folder of the run that saved ``ckpt`` (SimSID records it in the checkpoint)."""
     try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+        checkpoint = read_checkpoint(ckpt, mmap=True, allow_objects=True)
+    except (FileNotFoundError, NotSimSIDError):
         return None
-    run_dir = checkpoint.get(RUN_DIR_KEY) if isinstance(checkpoint, dict) else None
+    run_dir = checkpoint.get(RUN_DIR_KEY) if checkpoint is not None else None
     return Path(run_dir).resolve() if isinstance(run_dir, str) else None
 
 

@@ -98,8 +98,7 @@ class SimSIDExport:
             )
         if datamodule is None:
             raise ValueError(INT8_NEEDS_DATA)
-        # The package's export (deploy/) builds on this model; it is imported on use, never at import.
-        from anomalib_simsid.deploy.export import TrainNormalsCalibration, export_openvino
+        from .openvino import TrainNormalsCalibration, export_openvino  # imports the model: on use
 
         size = {}  # export_openvino's own default calibration size unless the caller chose one
         if isinstance(datamodule, TrainNormalsCalibration):  # already the training normals: unwrap

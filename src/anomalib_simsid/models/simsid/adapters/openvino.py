@@ -13,6 +13,10 @@ helpers build on, with three differences that matter for deployment:
 * **Metadata.** The IR carries ``rt_info`` (``simsid/model_type``, ``img_size``, ``compression``, ...)
   so :class:`~anomalib_simsid.deploy.predictor.SimSIDPredictor` can refuse a model that is not SimSID
   and resize inputs exactly as training did.
+
+This module owns SimSID's export: ``SimSID.to_openvino`` (:mod:`.export`) delegates INT8 here, and
+``anomalib_simsid.deploy`` (``simsid-export``, the predictor, folder scoring) imports it; nothing in
+``models`` imports ``deploy``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -29,13 +34,10 @@ import torch
 from anomalib.data import AnomalibDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
-import anomalib_simsid
-from anomalib_simsid.models import SimSID
-from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
-from anomalib_simsid.models.simsid.adapters.export import OPSET, check_input_size, quiet_loggers
-from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
-
-from .checkpoint import load_simsid, prepare_for_deployment
+from ..lightning_model import SimSID
+from .checkpoint import NotSimSIDError, load_simsid, prepare_for_deployment
+from .export import OPSET, check_input_size, quiet_loggers
+from .pre_processing import simsid_resize
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +258,7 @@ def export_openvino(
         "model_type": MODEL_TYPE,
         "img_size": img_size,
         "hparams": {k: model.hparams[k] for k in ("img_size", "num_patch", "level", "base_width", "memory")},
-        "anomalib_simsid_version": anomalib_simsid.__version__,
+        "anomalib_simsid_version": version("anomalib-simsid"),
         "input": "RGB float32 [0,1], NCHW, any size (resized in-graph); grey replicated to 3 channels",
     }
 
