@@ -44,7 +44,11 @@ from .training.resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, res
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX), not by emulation."""
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX), not by emulation.
+
+    Returns:
+        ``True`` with AVX512-BF16 or AMX.
+    """
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -163,7 +167,14 @@ class SimSID(SimSIDExport, AnomalibModule):
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
-        """SimSID's antialiased bicubic resize and [-1, 1] scaling (see :mod:`.adapters.pre_processing`)."""
+        """SimSID's antialiased bicubic resize and [-1, 1] scaling (see :mod:`.adapters.pre_processing`).
+
+        Args:
+            image_size: the square side to resize to (default 128, the paper's).
+
+        Returns:
+            An anomalib pre-processor that exports with the model.
+        """
         return simsid_pre_processor(image_size or (128, 128))
 
     def configure_post_processor(self) -> PostProcessor:
@@ -171,12 +182,19 @@ class SimSID(SimSIDExport, AnomalibModule):
 
         Threshold matching is off: without masks it would reuse the image threshold (a critic logit)
         on the residual map, which has other units, and saturate every exported heatmap at 0 or 1.
+
+        Returns:
+            :class:`~.adapters.post_processing.SimSIDPostProcessor`.
         """
         return SimSIDPostProcessor(enable_threshold_matching=False)
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Image AUROC at validation (so checkpoints can be chosen on it); image AUROC and F1 at test."""
+        """Image AUROC at validation (so checkpoints can be chosen on it); image AUROC and F1 at test.
+
+        Returns:
+            anomalib's evaluator with those metrics.
+        """
         return Evaluator(
             val_metrics=[AUROC(fields=["pred_score", "gt_label"], prefix="image_")],
             test_metrics=[
@@ -187,7 +205,11 @@ class SimSID(SimSIDExport, AnomalibModule):
 
     @classmethod
     def configure_visualizer(cls) -> SimSIDVisualizer:
-        """Draw overlays from the package's reader: DICOM windowed, 16-bit not white (:mod:`.adapters`)."""
+        """Draw overlays from the package's reader: DICOM windowed, 16-bit not white (:mod:`.adapters`).
+
+        Returns:
+            :class:`~.adapters.visualizer.SimSIDVisualizer`.
+        """
         return SimSIDVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
@@ -195,11 +217,18 @@ class SimSID(SimSIDExport, AnomalibModule):
 
         :class:`.adapters.timer.SimSIDTimer` replaces anomalib's ``TimerCallback`` (Lightning swaps a trainer
         callback for a model callback of a subclass), so only SimSID runs change.
+
+        Returns:
+            The callbacks Lightning adds to the trainer's.
         """
         return [*super().configure_callbacks(), PredictionsCSV(), SimSIDTimer()]
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[dict[str, Any]]]:
-        """Critic and generator Adam, betas (0.5, 0.999); cosine on the generator (and critic if asked)."""
+        """Critic and generator Adam, betas (0.5, 0.999); cosine on the generator (and critic if asked).
+
+        Returns:
+            ``[critic, generator]`` optimisers and their epoch-wise schedules.
+        """
         hp = self.hparams
         d_opt = optim.Adam(self.model.discriminator.parameters(), lr=hp.disc_lr, betas=(0.5, 0.999), eps=1e-8)
         g_opt = optim.Adam(
@@ -223,6 +252,10 @@ class SimSID(SimSIDExport, AnomalibModule):
         One generator pass serves both steps, as released. The adversarial term reads the critic
         after its update, hence the second critic call on the generator step. Critic-only batches run
         the generator without autograd graph and teacher: their only use is the detached fake image.
+
+        Args:
+            batch: a training batch of normal images.
+            batch_idx: position in the epoch (decides the generator step).
         """
         d_opt, g_opt = self.optimizers()
         generator_step = batch_idx % self.hparams.n_critic == 0
@@ -291,7 +324,11 @@ class SimSID(SimSIDExport, AnomalibModule):
             restore_rng_states(checkpoint[RNG_STATE_KEY])
 
     def setup(self, stage: str) -> None:
-        """Refuse a DDP strategy that cannot run the two manual backwards (:mod:`.training.distributed`)."""
+        """Refuse a DDP strategy that cannot run the two manual backwards (:mod:`.training.distributed`).
+
+        Args:
+            stage: Lightning's stage (``"fit"``, ``"validate"``, ...).
+        """
         if stage == "fit":
             require_unused_parameter_detection(self.trainer.strategy)
 
@@ -330,13 +367,26 @@ class SimSID(SimSIDExport, AnomalibModule):
             )
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> Batch:
-        """Score the batch; anomalib's post-processor and evaluator read the returned batch."""
+        """Score the batch; anomalib's post-processor and evaluator read the returned batch.
+
+        Args:
+            batch: a validation batch.
+            *args: Lightning's batch and dataloader indices (unused).
+            **kwargs: unused.
+
+        Returns:
+            The batch with ``pred_score`` and ``anomaly_map``.
+        """
         del args, kwargs
         return batch.update(**self.model(batch.image)._asdict())
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """No gradient clipping (manual optimisation), no sanity check; ``max_epochs`` only if asked."""
+        """No gradient clipping (manual optimisation), no sanity check; ``max_epochs`` only if asked.
+
+        Returns:
+            Keyword arguments anomalib's ``Engine`` passes to the trainer.
+        """
         args: dict[str, Any] = {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
         if self.hparams.max_epochs is not None:
             args["max_epochs"] = self.hparams.max_epochs
@@ -344,5 +394,9 @@ class SimSID(SimSIDExport, AnomalibModule):
 
     @property
     def learning_type(self) -> LearningType:
-        """Trained on normal images only."""
+        """Trained on normal images only.
+
+        Returns:
+            ``LearningType.ONE_CLASS``.
+        """
         return LearningType.ONE_CLASS

@@ -25,7 +25,15 @@ class GeneratorLoss(nn.Module):
     def forward(
         self, output: SimSIDTrainOutput, fake_logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted total and unweighted terms (for logging); ``fake_logits``: the updated critic on x̂_s."""
+        """Weighted total and unweighted terms (for logging); ``fake_logits``: the updated critic on x̂_s.
+
+        Args:
+            output: the training pass.
+            fake_logits: the updated critic's logits on the student's reconstruction.
+
+        Returns:
+            The weighted loss and the unweighted terms by name.
+        """
         image, generated = output.image, output.generated
         terms = {
             "recon": F.mse_loss(generated.reconstruction, image),
@@ -46,7 +54,14 @@ class DiscriminatorLoss(nn.Module):
         self.weight = weight
 
     def forward(self, output: SimSIDTrainOutput) -> torch.Tensor:
-        """Weighted critic loss from the training output's real and (detached) fake logits."""
+        """Weighted critic loss from the training output's real and (detached) fake logits.
+
+        Args:
+            output: the training pass.
+
+        Returns:
+            The weighted loss.
+        """
         real_logits, fake_logits = output.real_logits, output.fake_logits
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))

@@ -65,7 +65,14 @@ class SimSIDModel(nn.Module):
 
     @staticmethod
     def to_gray(image: torch.Tensor) -> torch.Tensor:
-        """Reduce anomalib's forced 3-channel batch to the single channel SimSID is defined on."""
+        """Reduce anomalib's forced 3-channel batch to the single channel SimSID is defined on.
+
+        Args:
+            image: ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, 1, H, W)``.
+        """
         return image.mean(dim=1, keepdim=True) if image.shape[1] != 1 else image
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
@@ -81,15 +88,39 @@ class SimSIDModel(nn.Module):
 
     @staticmethod
     def mean_residual(gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Mean ``|x - x_hat|`` per image: the plain residual score, and what the calibration fits."""
+        """Mean ``|x - x_hat|`` per image: the plain residual score, and what the calibration fits.
+
+        Args:
+            gray: the networks' input ``(B, 1, H, W)``.
+            reconstruction: its reconstruction.
+
+        Returns:
+            ``(B,)`` float scores.
+        """
         return (gray - reconstruction).abs().float().mean(dim=(1, 2, 3))
 
     def lowpass_residual(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Mean ``|blur(x) - blur(x_hat)|`` per image: the residual without its finest detail."""
+        """Mean ``|blur(x) - blur(x_hat)|`` per image: the residual without its finest detail.
+
+        Args:
+            gray: the networks' input ``(B, 1, H, W)``.
+            reconstruction: its reconstruction.
+
+        Returns:
+            ``(B,)`` float scores.
+        """
         return (self.lowpass(gray) - self.lowpass(reconstruction)).abs().float().mean(dim=(1, 2, 3))
 
     def calibrated_residual(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Compare the mean residual with the one expected at the image's sharpness (fitted calibration)."""
+        """Compare the mean residual with the one expected at the image's sharpness (fitted calibration).
+
+        Args:
+            gray: the networks' input ``(B, 1, H, W)``.
+            reconstruction: its reconstruction.
+
+        Returns:
+            ``(B,)`` float scores (log scale).
+        """
         return self.calibration(self.mean_residual(gray, reconstruction), mean_abs_gradient(gray))
 
     def residual_scores(self, gray: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -161,7 +192,11 @@ class SimSIDModel(nn.Module):
         }
 
     def write_memory(self, queries: torch.Tensor) -> None:
-        """After a generator step, store its bottleneck queries in the queue (no-op for a learned matrix)."""
+        """After a generator step, store its bottleneck queries in the queue (no-op for a learned matrix).
+
+        Args:
+            queries: ``(B, N, d)`` bottleneck queries of the generator pass.
+        """
         self.generator.write_memory(queries)
 
     def forward(self, image: torch.Tensor, full_pass: bool = True) -> InferenceBatch | SimSIDTrainOutput:

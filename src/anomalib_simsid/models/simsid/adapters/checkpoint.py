@@ -96,6 +96,10 @@ def check_structure(checkpoint: dict[str, Any], path: str | Path = "the checkpoi
 
     Returns:
         the checkpoint's hyper-parameters.
+
+    Args:
+        checkpoint: as :func:`read_checkpoint` returns it.
+        path: named in the error.
     """
     hparams = checkpoint.get("hyper_parameters") or {}
     state = checkpoint.get("state_dict") or {}

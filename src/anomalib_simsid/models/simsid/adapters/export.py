@@ -42,6 +42,10 @@ def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
     An image exported at another size is resized twice (once by the caller, once in-graph), so its
     scores differ from training, and anomalib's inferencer, which resizes to the model size, cannot
     feed the fixed input at all.
+
+    Args:
+        img_size: the model's input side.
+        input_size: the requested static size, or ``None`` (dynamic).
     """
     if input_size is not None and tuple(int(side) for side in input_size) != (img_size, img_size):
         msg = (
@@ -57,6 +61,12 @@ def quiet_loggers(*names: str) -> Iterator[None]:
 
     The ONNX optimiser (:data:`ONNX_LOGGERS`) logs one INFO line per rewritten node, NNCF one per
     skipped node: thousands of lines around one export.
+
+    Args:
+        *names: logger names.
+
+    Yields:
+        Nothing; the levels are restored on exit.
     """
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
@@ -75,7 +85,17 @@ class SimSIDExport:
     def to_onnx(
         self, export_root: Path | str, model_file_name: str = "model", input_size: Any = None, **kwargs: Any
     ) -> Path:
-        """Export to ONNX like anomalib at :data:`OPSET`, refusing an input size other than ``img_size``."""
+        """Export to ONNX like anomalib at :data:`OPSET`, refusing an input size other than ``img_size``.
+
+        Args:
+            export_root: folder of the export (anomalib's layout below it).
+            model_file_name: file name without suffix.
+            input_size: ``None`` (dynamic) or ``img_size`` square.
+            **kwargs: anomalib's ``to_onnx`` keywords.
+
+        Returns:
+            Path of the ``.onnx`` file.
+        """
         check_input_size(int(self.hparams.img_size), input_size)
         kwargs.setdefault("opset_version", OPSET)
         with quiet_loggers(*ONNX_LOGGERS):
@@ -90,7 +110,19 @@ class SimSIDExport:
         datamodule: Any = None,
         **kwargs: Any,
     ) -> Path:
-        """Export to OpenVINO like anomalib; INT8_PTQ calibrates on the training normals (SimSID settings)."""
+        """Export to OpenVINO like anomalib; INT8_PTQ calibrates on the training normals (SimSID settings).
+
+        Args:
+            export_root: folder of the export (anomalib's layout below it).
+            model_file_name: file name without suffix.
+            input_size: ``None`` (dynamic) or ``img_size`` square.
+            compression_type: anomalib's; ``INT8_PTQ`` goes through :func:`.openvino.export_openvino`.
+            datamodule: the training datamodule (INT8 only).
+            **kwargs: anomalib's ``to_openvino`` keywords.
+
+        Returns:
+            Path of the ``.xml`` file.
+        """
         check_input_size(int(self.hparams.img_size), input_size)
         if compression_type is None or CompressionType(compression_type) != CompressionType.INT8_PTQ:
             return super().to_openvino(

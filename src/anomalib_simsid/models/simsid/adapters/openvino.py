@@ -72,6 +72,14 @@ def normal_training_subset(
 
     ``image_size`` pre-resizes like training (antialiased bicubic), so calibration sees the same
     pixels as deployment through :class:`~anomalib_simsid.deploy.predictor.SimSIDPredictor`.
+
+    Args:
+        datamodule: the training datamodule.
+        max_images: at most this many images.
+        image_size: pre-resize to this size, or ``None``.
+
+    Returns:
+        The subset of the training split.
     """
     if getattr(datamodule, "train_data", None) is None:
         datamodule.setup("fit")
@@ -119,20 +127,32 @@ class TrainNormalsCalibration(AnomalibDataModule):
 
     @property
     def name(self) -> str:
-        """Named after the wrapped datamodule."""
+        """Named after the wrapped datamodule.
+
+        Returns:
+            ``<wrapped name>TrainNormals``.
+        """
         return f"{self.datamodule.name}TrainNormals"
 
     def _setup(self, _stage: str | None = None) -> None:
         self.calibration_data = normal_training_subset(self.datamodule, self.max_images, self.image_size)
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the calibration subset once; anomalib's split logic does not apply here."""
+        """Build the calibration subset once; anomalib's split logic does not apply here.
+
+        Args:
+            stage: ignored.
+        """
         del stage
         if self.calibration_data is None:
             self._setup()
 
     def val_dataloader(self) -> DataLoader:
-        """Yield the calibration images, one per batch (raw sizes may differ; the graph resizes)."""
+        """Yield the calibration images, one per batch (raw sizes may differ; the graph resizes).
+
+        Returns:
+            A loader over the calibration subset.
+        """
         self.setup()
         assert self.calibration_data is not None
         collate = getattr(self.calibration_data.dataset, "collate_fn", None)
@@ -144,7 +164,15 @@ class TrainNormalsCalibration(AnomalibDataModule):
 
 
 def calibration_arrays(data: Dataset, limit: int | None = None) -> list[np.ndarray]:
-    """Calibration inputs as ``(1, 3, H, W)`` float32 arrays in [0, 1] (the exported graph's input)."""
+    """Calibration inputs as ``(1, 3, H, W)`` float32 arrays in [0, 1] (the exported graph's input).
+
+    Args:
+        data: the calibration dataset.
+        limit: at most this many images.
+
+    Returns:
+        One array per image.
+    """
     arrays = []
     for index in range(len(data) if limit is None else min(limit, len(data))):
         image = data[index].image
@@ -162,6 +190,15 @@ def quantize_int8(
 
     ``options`` are ``nncf.quantize`` keywords (default :data:`INT8_DEFAULTS`). NNCF's INFO log (one
     line per skipped node, ~80 lines) is held back; NNCF's progress bars and one line per step stay.
+
+    Args:
+        ov_model: the FP32 OpenVINO model.
+        calibration: its input arrays.
+        options: ``nncf.quantize`` keywords, or ``None`` for :data:`INT8_DEFAULTS`.
+        weight_compression: also store the float MatMul weights as INT8.
+
+    Returns:
+        The INT8 model.
     """
     import nncf
 
@@ -181,13 +218,25 @@ def quantize_int8(
 
 
 def set_metadata(ov_model: Any, info: dict[str, Any]) -> None:
-    """Write ``info`` into the IR's ``rt_info`` under ``simsid/``."""
+    """Write ``info`` into the IR's ``rt_info`` under ``simsid/``.
+
+    Args:
+        ov_model: the OpenVINO model.
+        info: key -> value (stored as strings).
+    """
     for key, value in info.items():
         ov_model.set_rt_info(str(value), [METADATA_SECTION, key])
 
 
 def read_metadata(ov_model: Any) -> dict[str, str]:
-    """Read the ``simsid/`` ``rt_info`` of an IR, empty when it was exported without these helpers."""
+    """Read the ``simsid/`` ``rt_info`` of an IR, empty when it was exported without these helpers.
+
+    Args:
+        ov_model: the OpenVINO model.
+
+    Returns:
+        key -> value.
+    """
     if not ov_model.has_rt_info([METADATA_SECTION]):
         return {}
     section = ov_model.get_rt_info()[METADATA_SECTION]
@@ -199,6 +248,12 @@ def staging_folder(target: Path) -> TemporaryDirectory:
 
     Outputs are written there and renamed into ``target`` only on success, so a failed run creates
     nothing, not even ``target``'s parent folders.
+
+    Args:
+        target: the final output folder.
+
+    Returns:
+        The temporary folder (a context manager).
     """
     anchor = next(folder for folder in target.absolute().parents if folder.is_dir())
     return TemporaryDirectory(prefix=f".{target.name}.", dir=anchor)
@@ -227,6 +282,17 @@ def export_openvino(
 
     Returns:
         the ``.xml`` path per compression.
+
+    Args:
+        model: a trained SimSID or its checkpoint path.
+        export_root: folder of the export.
+        compressions: any of ``fp32``, ``fp16``, ``int8``.
+        datamodule: the training datamodule (INT8 calibration).
+        calibration_size: INT8 calibration images.
+        input_size: ``None`` (dynamic) or ``img_size`` square.
+        model_file_name: file name without suffix.
+        int8_options: ``nncf.quantize`` keywords.
+        int8_weight_compression: store the float MatMul weights as INT8.
     """
     import openvino as ov
 
@@ -298,7 +364,15 @@ def _calibration_note(datamodule: AnomalibDataModule, subset: Subset) -> str:
 
 
 def torch_reference(model: SimSID, images: torch.Tensor) -> dict[str, np.ndarray]:
-    """``model.forward`` (pre-processor, network, post-processor) in eval mode: what the IR must reproduce."""
+    """``model.forward`` (pre-processor, network, post-processor) in eval mode: what the IR must reproduce.
+
+    Args:
+        model: the trained SimSID.
+        images: ``(B, 3, H, W)`` in [0, 1].
+
+    Returns:
+        The output fields as arrays.
+    """
     model.eval()
     with torch.no_grad():
         output = model(images)

@@ -14,7 +14,14 @@ from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Res
 
 
 def simsid_resize(size: tuple[int, int]) -> Resize:
-    """Build the resize SimSID trains with: bicubic, antialiased (an exported graph's own is not)."""
+    """Build the resize SimSID trains with: bicubic, antialiased (an exported graph's own is not).
+
+    Args:
+        size: ``(height, width)``.
+
+    Returns:
+        The torchvision transform.
+    """
     return Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
@@ -22,6 +29,12 @@ def simsid_pre_processor(image_size: tuple[int, int]) -> PreProcessor:
     """Resize to the model size and scale [0, 1] to [-1, 1] (``(x - 0.5) / 0.5``).
 
     Only allow-listed transforms, so the pre-processor is restored from checkpoints and exported.
+
+    Args:
+        image_size: ``(height, width)``, the model's ``img_size`` square.
+
+    Returns:
+        The pre-processor.
     """
     return PreProcessor(
         transform=Compose([simsid_resize(image_size), Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
@@ -33,6 +46,10 @@ def check_pre_processor_size(pre_processor: PreProcessor, img_size: int) -> None
 
     Without the check a mismatched resize would fail deep inside the patch grid, or (for a size the
     grid accepts) train on one size and deploy on another.
+
+    Args:
+        pre_processor: the user's pre-processor.
+        img_size: the model's input side.
     """
     for resize in extract_transforms_by_type(pre_processor.transform, Resize):
         size = [resize.size] if isinstance(resize.size, int) else list(resize.size)

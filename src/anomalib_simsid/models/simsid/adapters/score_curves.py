@@ -46,7 +46,16 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def score_loader(pl_module: LightningModule, loader: Any, precision: str | None = None) -> dict[str, Any]:
-    """Every diagnostic score, the label and the path of each image of ``loader`` (eval mode)."""
+    """Every diagnostic score, the label and the path of each image of ``loader`` (eval mode).
+
+    Args:
+        pl_module: the SimSID Lightning module.
+        loader: a validation or test loader.
+        precision: the trainer's precision (``bf16`` autocast on CPU).
+
+    Returns:
+        ``scores`` (name -> array), ``labels`` and ``paths``.
+    """
     model = pl_module.model
     was_training = model.training
     model.eval()

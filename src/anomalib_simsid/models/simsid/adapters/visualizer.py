@@ -39,7 +39,14 @@ class _Displayed:
 
 
 def overlay_path(output: Path) -> Path:
-    """``output``, with ``.png`` appended when PIL cannot write its suffix (``x.dcm`` -> ``x.dcm.png``)."""
+    """``output``, with ``.png`` appended when PIL cannot write its suffix (``x.dcm`` -> ``x.dcm.png``).
+
+    Args:
+        output: the overlay's intended path.
+
+    Returns:
+        A path PIL can write.
+    """
     if output.suffix.lower() in Image.registered_extensions():
         return output
     return output.with_name(f"{output.name}.png")
@@ -49,7 +56,14 @@ class SimSIDVisualizer(ImageVisualizer):
     """anomalib's image visualizer (same fields, layout and file names) reading through the package reader."""
 
     def visualize(self, predictions: Any) -> Image.Image | list[Image.Image | None] | None:
-        """Like anomalib's: one picture for an item or a one-item batch, else a list (None: unreadable)."""
+        """Like anomalib's: one picture for an item or a one-item batch, else a list (None: unreadable).
+
+        Args:
+            predictions: an item or a batch.
+
+        Returns:
+            One picture, or a list of them.
+        """
         from anomalib.data import ImageBatch, ImageItem, NumpyImageBatch, NumpyImageItem
 
         if isinstance(predictions, ImageItem | NumpyImageItem):
@@ -86,7 +100,14 @@ class SimSIDVisualizer(ImageVisualizer):
             picture.save(overlay_path(Path(filename)))
 
     def draw(self, item: Any) -> Image.Image | None:
-        """Draw the panels of one item; None (and a warning naming the file) if its image cannot be read."""
+        """Draw the panels of one item; None (and a warning naming the file) if its image cannot be read.
+
+        Args:
+            item: one prediction item.
+
+        Returns:
+            The picture, or ``None``.
+        """
         if item.image_path:
             try:
                 item = _Displayed(item, read_image(item.image_path))

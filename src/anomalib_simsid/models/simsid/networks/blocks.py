@@ -22,7 +22,14 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block."""
+        """Apply the block.
+
+        Args:
+            x: ``(B, in_ch, H, W)``.
+
+        Returns:
+            ``(B, out_ch, H / stride, W / stride)``.
+        """
         h = self.head(x)
         return F.relu(h + self.residual(h))
 
@@ -40,7 +47,15 @@ class UpBlock(nn.Module):
         self.block = ResBlock(in_ch + (skip_ch if concat else 0), out_ch)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """Upsample ``x`` to ``skip``'s spatial size and decode."""
+        """Upsample ``x`` to ``skip``'s spatial size and decode.
+
+        Args:
+            x: the lower level's output.
+            skip: the encoder feature of this level (concatenated, or only its size used).
+
+        Returns:
+            This level's feature.
+        """
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         if self.concat:
             x = torch.cat([skip, x], dim=1)
@@ -48,14 +63,30 @@ class UpBlock(nn.Module):
 
 
 def patchify(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B*grid*grid, C, H/grid, W/grid), patches in row-major order."""
+    """(B, C, H, W) -> (B*grid*grid, C, H/grid, W/grid), patches in row-major order.
+
+    Args:
+        x: images.
+        grid: patches per side.
+
+    Returns:
+        The patches, batch-major.
+    """
     b, c, h, w = x.shape
     x = x.view(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(b * grid * grid, c, h // grid, w // grid)
 
 
 def stitch(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """Inverse of :func:`patchify`."""
+    """Inverse of :func:`patchify`.
+
+    Args:
+        x: patches as :func:`patchify` returns them.
+        grid: patches per side.
+
+    Returns:
+        The images.
+    """
     n, c, h, w = x.shape
     x = x.view(n // (grid * grid), grid, grid, c, h, w).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(n // (grid * grid), c, grid * h, grid * w)

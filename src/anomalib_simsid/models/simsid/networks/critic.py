@@ -57,7 +57,14 @@ class Discriminator(nn.Module):
         return norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return one logit per image, shape ``(B,)``; high means "looks like a real normal image"."""
+        """Return one logit per image, shape ``(B,)``; high means "looks like a real normal image".
+
+        Args:
+            x: ``(B, in_ch, img_size, img_size)``.
+
+        Returns:
+            ``(B,)`` logits.
+        """
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = F.leaky_relu(self._norm(norm, conv(x)), 0.2)
         return self.fc(x.flatten(1)).squeeze(1)

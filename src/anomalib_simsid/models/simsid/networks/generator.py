@@ -29,7 +29,14 @@ class Encoder(nn.Module):
         )
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Encode ``(B*N, 1, P, P)`` patches; the first ``full_image_skips`` skips are stitched."""
+        """Encode ``(B*N, 1, P, P)`` patches; the first ``full_image_skips`` skips are stitched.
+
+        Args:
+            patches: the patch batch.
+
+        Returns:
+            The bottleneck feature and the skip of every stage.
+        """
         x = self.inc(patches)
         skips = []
         for i, down in enumerate(self.downs):
@@ -71,7 +78,15 @@ class Decoder(nn.Module):
         self.out = nn.Conv2d(channels[0], 1, 1)
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Decode; returns the reconstruction in [-1, 1] and the feature after every level."""
+        """Decode; returns the reconstruction in [-1, 1] and the feature after every level.
+
+        Args:
+            x: the bottleneck feature (in-painted for the student, raw for the teacher).
+            skips: the encoder's skips, shallowest first.
+
+        Returns:
+            The reconstruction and the feature after every level.
+        """
         features = []
         for j, up in enumerate(self.ups):
             x = up(x, skips[len(skips) - 1 - j])
@@ -140,6 +155,10 @@ class Generator(nn.Module):
         return output
 
     def write_memory(self, queries: torch.Tensor) -> None:
-        """Store the bottleneck queries of a generator step in the queue (a no-op for a learned matrix)."""
+        """Store the bottleneck queries of a generator step in the queue (a no-op for a learned matrix).
+
+        Args:
+            queries: ``(B, N, d)`` bottleneck queries of the generator step.
+        """
         if isinstance(self.inpainting.memory, MemoryQueue):
             self.inpainting.memory.write(queries)

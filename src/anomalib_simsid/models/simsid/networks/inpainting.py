@@ -21,6 +21,12 @@ def position_bits(num_positions: int) -> torch.Tensor:
     """Binary code of each grid position, most significant bit first, ``floor(log2 N) + 1`` bits.
 
     One bit more than needed for N = 4, exactly as released; kept for parameter-count parity.
+
+    Args:
+        num_positions: grid positions ``N``.
+
+    Returns:
+        ``(N, bits)`` float codes.
     """
     num_bits = math.floor(math.log2(num_positions)) + 1
     return torch.tensor(
@@ -92,6 +98,12 @@ class InpaintingBlock(nn.Module):
 
         Returns the new features (same shape) and the memory queries ``(B, N, d)``, which a memory
         queue stores after the generator step.
+
+        Args:
+            features: bottleneck features ``(B*N, C, h, h)``.
+
+        Returns:
+            The in-painted features and the queries.
         """
         reduced = self.reduce(features)
         n = self.num_patch * self.num_patch

@@ -13,7 +13,14 @@ from torch.nn import functional as F
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius ``ceil(3 sigma)``."""
+    """Normalised 1-D Gaussian of radius ``ceil(3 sigma)``.
+
+    Args:
+        sigma: standard deviation in pixels.
+
+    Returns:
+        The 1-D kernel, summing to 1.
+    """
     radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
@@ -35,7 +42,14 @@ class GaussianBlur(nn.Module):
         self.register_buffer("kernel", gaussian_kernel(sigma), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Blur ``(B, 1, H, W)`` images."""
+        """Blur ``(B, 1, H, W)`` images.
+
+        Args:
+            x: ``(B, 1, H, W)``.
+
+        Returns:
+            The blurred images, same shape.
+        """
         k = self.kernel.to(x.dtype)
         r = k.numel() // 2
         x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))

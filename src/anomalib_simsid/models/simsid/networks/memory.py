@@ -31,6 +31,14 @@ def sparse_read(query: torch.Tensor, memory: torch.Tensor, topk: int) -> torch.T
     The forward weights are the softmax weights strictly above the ``topk``-th largest, L1
     normalised; the backward pass uses the dense softmax (``stopgrad(p_sparse - p) + p``). With
     ``topk <= 0`` the dense softmax is used as is. No data-dependent control flow, so it exports.
+
+    Args:
+        query: ``(B, d)``.
+        memory: ``(S, d)``.
+        topk: shrinkage rank; ``<= 0`` reads densely.
+
+    Returns:
+        ``(B, d)`` reads.
     """
     weights = torch.softmax(query @ memory.t(), dim=-1)
     if topk > 0:
@@ -61,11 +69,22 @@ class MemoryMatrix(nn.Module):
 
     @property
     def slots(self) -> torch.Tensor:
-        """Memory contents, ``(num_memory, num_slots, slot_dim)``."""
+        """Memory contents, ``(num_memory, num_slots, slot_dim)``.
+
+        Returns:
+            The slots.
+        """
         return self.weight
 
     def forward(self, query: torch.Tensor) -> torch.Tensor:
-        """Read ``query`` of shape ``(B, num_memory, slot_dim)``; memory ``j`` serves column ``j``."""
+        """Read ``query`` of shape ``(B, num_memory, slot_dim)``; memory ``j`` serves column ``j``.
+
+        Args:
+            query: ``(B, num_memory, slot_dim)``.
+
+        Returns:
+            The reads, same shape.
+        """
         return torch.stack(
             [sparse_read(query[:, j], mem, self.topk) for j, mem in enumerate(self.slots)], dim=1
         )
@@ -89,12 +108,20 @@ class MemoryQueue(MemoryMatrix):
 
     @property
     def slots(self) -> torch.Tensor:
-        """Memory contents, detached: the queue never receives gradient."""
+        """Memory contents, detached: the queue never receives gradient.
+
+        Returns:
+            The queue's slots.
+        """
         return self.memory.detach()
 
     @torch.no_grad()
     def write(self, queries: torch.Tensor) -> None:
-        """Write ``queries`` of shape ``(B, num_memory, slot_dim)`` FIFO, ``B`` rows per memory."""
+        """Write ``queries`` of shape ``(B, num_memory, slot_dim)`` FIFO, ``B`` rows per memory.
+
+        Args:
+            queries: ``(B, num_memory, slot_dim)``.
+        """
         num_slots = self.memory.shape[1]
         queries = queries.detach().to(self.memory.dtype)[-num_slots:]
         idx = (self.ptr + torch.arange(queries.shape[0], device=self.memory.device)) % num_slots
@@ -115,14 +142,32 @@ class WindowMemory(nn.Module):
         self.memory = MemoryMatrix(4, num_slots, channels * (spatial // 2) ** 2, topk)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Read every sub-window of ``x`` (M, C, h, h) from memory and put the reads back in place."""
+        """Read every sub-window of ``x`` (M, C, h, h) from memory and put the reads back in place.
+
+        Args:
+            x: per-patch feature maps ``(M, C, h, h)``.
+
+        Returns:
+            The reads, same shape.
+        """
         windows = patchify(x, 2)
         reads = self.memory(windows.flatten(1).unflatten(0, (-1, 4)))
         return stitch(reads.reshape(windows.shape), 2)
 
 
 def build_memory(kind: str, num_memory: int, num_slots: int, slot_dim: int, topk: int) -> MemoryMatrix:
-    """Memory of the configured kind: ``"matrix"`` (learned) or ``"queue"`` (SQUID's FIFO)."""
+    """Memory of the configured kind: ``"matrix"`` (learned) or ``"queue"`` (SQUID's FIFO).
+
+    Args:
+        kind: ``"matrix"`` or ``"queue"``.
+        num_memory: memories (one per grid position).
+        num_slots: slots per memory.
+        slot_dim: length of a slot.
+        topk: shrinkage rank of the read.
+
+    Returns:
+        The memory.
+    """
     kinds = {"matrix": MemoryMatrix, "queue": MemoryQueue}
     if kind not in kinds:
         msg = f"memory kind must be one of {sorted(kinds)}, got {kind!r}"

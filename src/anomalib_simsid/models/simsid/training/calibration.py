@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 
 
 def mean_abs_gradient(x: torch.Tensor) -> torch.Tensor:
-    """Sharpness of each image ``(B, 1, H, W)``: mean gradient magnitude (forward differences)."""
+    """Sharpness of each image ``(B, 1, H, W)``: mean gradient magnitude (forward differences).
+
+    Args:
+        x: ``(B, 1, H, W)``.
+
+    Returns:
+        ``(B,)`` float sharpness.
+    """
     dx = x[..., :-1, 1:] - x[..., :-1, :-1]
     dy = x[..., 1:, :-1] - x[..., :-1, :-1]
     return torch.sqrt(dx.float() ** 2 + dy.float() ** 2).mean(dim=(1, 2, 3))
@@ -49,7 +56,12 @@ class SharpnessCalibration(nn.Module):
 
     @torch.no_grad()
     def fit(self, residual: torch.Tensor, sharpness: torch.Tensor) -> None:
-        """Least-squares line of log residual on log sharpness over normal images (at least 2)."""
+        """Least-squares line of log residual on log sharpness over normal images (at least 2).
+
+        Args:
+            residual: ``(n,)`` mean residuals of normal images.
+            sharpness: ``(n,)`` their :func:`mean_abs_gradient`.
+        """
         log_r, log_s = self._logs(residual, sharpness)
         if log_r.numel() < 2:
             msg = f"sharpness calibration needs at least 2 images, got {log_r.numel()}"
@@ -61,13 +73,26 @@ class SharpnessCalibration(nn.Module):
         self.intercept.fill_(float(log_r.mean() - slope * log_s.mean()))
 
     def forward(self, residual: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
-        """Calibrated score per image (higher = more anomalous than its sharpness explains)."""
+        """Calibrated score per image (higher = more anomalous than its sharpness explains).
+
+        Args:
+            residual: ``(B,)`` mean residuals.
+            sharpness: ``(B,)`` sharpness of the images.
+
+        Returns:
+            ``(B,)`` calibrated scores.
+        """
         log_r, log_s = self._logs(residual, sharpness)
         return log_r - (self.intercept + self.slope * log_s)
 
 
 def for_each_training_image(module: SimSID, step: Callable[[torch.Tensor], None]) -> None:
-    """Call ``step`` on every pre-processed training batch, at the trainer's precision, RNG untouched."""
+    """Call ``step`` on every pre-processed training batch, at the trainer's precision, RNG untouched.
+
+    Args:
+        module: the Lightning module, attached to a trainer with a datamodule.
+        step: called with each pre-processed batch.
+    """
     trainer = module.trainer
     devices = [module.device] if module.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():

@@ -22,7 +22,11 @@ from torch import nn
 
 
 def require_unused_parameter_detection(strategy: object) -> None:
-    """Raise a clear error for a Lightning DDP strategy that does not find unused parameters."""
+    """Raise a clear error for a Lightning DDP strategy that does not find unused parameters.
+
+    Args:
+        strategy: the trainer's strategy.
+    """
     if not isinstance(strategy, DDPStrategy):
         return
     # Lightning exposes the DDP keyword arguments only through this attribute; it is read, never set.
@@ -39,7 +43,12 @@ def require_unused_parameter_detection(strategy: object) -> None:
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Overwrite every buffer of ``module`` with rank ``src``'s; a no-op outside a process group."""
+    """Overwrite every buffer of ``module`` with rank ``src``'s; a no-op outside a process group.
+
+    Args:
+        module: whose buffers to overwrite.
+        src: the rank to copy from.
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     with torch.no_grad():

@@ -24,7 +24,11 @@ RUN_DIR_KEY = "simsid_run_dir"
 
 
 def collect_rng_states() -> dict[str, Any]:
-    """Global torch (and CUDA, if initialised), numpy and Python RNG states, checkpoint-safe."""
+    """Global torch (and CUDA, if initialised), numpy and Python RNG states, checkpoint-safe.
+
+    Returns:
+        The states, as tensors and plain values.
+    """
     kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     states: dict[str, Any] = {
@@ -44,7 +48,11 @@ def collect_rng_states() -> dict[str, Any]:
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    """Inverse of :func:`collect_rng_states`; missing entries are left alone."""
+    """Inverse of :func:`collect_rng_states`; missing entries are left alone.
+
+    Args:
+        states: as :func:`collect_rng_states` returned them.
+    """
     if "torch" in states:
         torch.set_rng_state(states["torch"].cpu())
     if "numpy" in states:
