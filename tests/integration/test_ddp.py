@@ -136,7 +136,7 @@ def test_critic_per_sample_norm_survives_sync_batchnorm() -> None:
 
     from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 
-    from anomalib_simsid.models.simsid.networks.blocks import Discriminator
+    from anomalib_simsid.models.simsid.networks.critic import Discriminator
 
     torch.manual_seed(0)
     critic = Discriminator(64, final_size=2).eval()
