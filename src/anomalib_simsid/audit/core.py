@@ -10,9 +10,16 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from benchmarks.audit.baselines import BASELINE_STATISTICS, label
-from benchmarks.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc, auroc_ci, match_pairs, matched_auroc_ci
-from benchmarks.diagnose import MODEL_SIZE, path_statistics
+from anomalib_simsid.audit.matching import (
+    CALIPER_SD,
+    DRAWS,
+    SEED,
+    Auroc,
+    auroc_ci,
+    match_pairs,
+    matched_auroc_ci,
+)
+from anomalib_simsid.audit.statistics import AUDIT_SIZE, BASELINE_STATISTICS, label, path_statistics
 
 MATCH_STATISTICS = ("sharpness", "mean")  # the audit's matched subsets: acquisition, exposure
 PATH_COLUMNS = ("image", "image_path")  # the suite's scores.csv, ScoreCurves' per_image.csv
@@ -58,7 +65,7 @@ def resolve(images: Sequence[str], root: str | Path | None, where: str = "scores
 
 
 def image_table(
-    per_image: pd.DataFrame, root: str | Path | None, image_size: int = MODEL_SIZE, where: str = "scores"
+    per_image: pd.DataFrame, root: str | Path | None, image_size: int = AUDIT_SIZE, where: str = "scores"
 ) -> pd.DataFrame:
     """One row per distinct image (sorted by path, so matching is deterministic): label and statistics."""
     images = per_image.drop_duplicates("image").sort_values("image", kind="stable")[["image", "label"]]
@@ -105,7 +112,7 @@ def matched_auroc(
     statistic: str = "sharpness",
     score: str = "score",
     caliper_sd: float = CALIPER_SD,
-    image_size: int = MODEL_SIZE,
+    image_size: int = AUDIT_SIZE,
     draws: int = DRAWS,
     seed: int = SEED,
 ) -> Matched:

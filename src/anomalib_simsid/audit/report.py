@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import gzip
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.audit.baselines import BASELINE_STATISTICS, is_statistic_entry, label
-from benchmarks.audit.core import MATCH_STATISTICS, audit_rows, image_table, pairs_table, read_per_image
-from benchmarks.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc
-from benchmarks.common import safe_name, write_text_atomic
-from benchmarks.diagnose import MODEL_SIZE
+from anomalib_simsid.audit.core import MATCH_STATISTICS, audit_rows, image_table, pairs_table, read_per_image
+from anomalib_simsid.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc
+from anomalib_simsid.audit.statistics import AUDIT_SIZE, BASELINE_STATISTICS, label
 
+PREFIX = "stat: "  # rows of statistic baselines are named "stat: <label>"
 COLUMN = {"sharpness": "sharpness-matched AUROC", "mean": "intensity-matched AUROC"}
 RHOS = [f"rho {label(s)}" for s in BASELINE_STATISTICS]
+
+
+def safe_name(name: str) -> str:
+    """``name`` with everything but letters, digits, ``_.-`` replaced, for file names."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it, so no reader sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically; a ``.gz`` path is gzipped without a timestamp (same text, same bytes)."""
+    data = text.encode()
+    write_bytes_atomic(path, gzip.compress(data, mtime=0) if Path(path).suffix == ".gz" else data)
+
+
+def is_statistic_entry(name: str) -> bool:
+    """Whether a result row (model or entry name) is a statistic baseline's."""
+    return str(name).startswith(PREFIX)
 
 
 def _pct(value: float) -> str:
@@ -76,8 +104,12 @@ def plot_audit(rows: pd.DataFrame, dataset: str, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=90, format="png")
     plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def audit_dataset(
@@ -85,7 +117,7 @@ def audit_dataset(
     dataset: str,
     root: str | Path,
     out: Path,
-    image_size: int = MODEL_SIZE,
+    image_size: int = AUDIT_SIZE,
     caliper_sd: float = CALIPER_SD,
     draws: int = DRAWS,
     seed: int = SEED,
@@ -135,7 +167,7 @@ def write_audit(
     scores_csv: str | Path,
     roots: Mapping[str, str | Path],
     out: str | Path | None = None,
-    image_size: int = MODEL_SIZE,
+    image_size: int = AUDIT_SIZE,
     caliper_sd: float = CALIPER_SD,
     draws: int = DRAWS,
     seed: int = SEED,
