@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 from anomalib_simsid.audit.matching import (
     CALIPER_SD,
     DRAWS,
+    MIN_PAIRS,
     SEED,
     Auroc,
     auroc_ci,
@@ -139,8 +140,12 @@ def audit_rows(
     pairs: dict[str, pd.DataFrame],
     draws: int = DRAWS,
     seed: int = SEED,
+    min_pairs: int = MIN_PAIRS,
 ) -> pd.DataFrame:
-    """One row per (entry, seed) of a dataset's scores: test AUROC, matched AUROCs (all with CIs), ρ."""
+    """One row per (entry, seed) of a dataset's scores: test AUROC, matched AUROCs (all with CIs), ρ.
+
+    A matched subset of fewer than ``min_pairs`` pairs gives no AUROC (``nan``, ``n`` = its pairs).
+    """
     name = scores["entry"].fillna(scores.model) if "entry" in scores else scores.model
     scores = scores.assign(name=name)
     rows = []
@@ -157,7 +162,10 @@ def audit_rows(
         }
         for statistic, matched in pairs.items():
             got = _pair_scores(part, matched)
-            row[statistic] = matched_auroc_ci(*got, draws, seed) if got else Auroc(np.nan, np.nan, np.nan, 0)
+            if got and len(matched) >= min_pairs:
+                row[statistic] = matched_auroc_ci(*got, draws, seed)
+            else:
+                row[statistic] = Auroc(np.nan, np.nan, np.nan, len(matched) if got else 0)
         stats = images.set_index("image").loc[part.image]
         for statistic in BASELINE_STATISTICS:
             row[f"rho {label(statistic)}"] = float(spearmanr(part.score, stats[statistic]).statistic)

@@ -206,3 +206,136 @@ def write_audit(
     path = out / "audit.md"
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _auroc_json(auroc: Auroc | None) -> dict[str, float | int | None] | None:
+    if auroc is None:
+        return None
+    number = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731 (JSON has no NaN)
+    return {"auroc": number(auroc.value), "low": number(auroc.low), "high": number(auroc.high), "n": auroc.n}
+
+
+def metadata_section(audits: list, title: str) -> list[str]:
+    """Markdown for :class:`~anomalib_simsid.audit.metadata.AttributeAudit` s: the attribute alone, groups."""
+    lines = [
+        f"### {title}",
+        "",
+        "AUROC of the attribute alone: how well acquisition predicts the label (0.5: not at all). Within "
+        "each group holding both classes, the model's AUROC with a 95% CI (n/a: fewer than 5 images of "
+        "a class).",
+        "",
+        "| attribute | AUROC alone | group | normal | abnormal | model AUROC in group | 95% CI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for audit in audits:
+        for k, group in enumerate(audit.groups):
+            head = [audit.name, _pct(audit.auroc)] if k == 0 else ["", ""]
+            model = (
+                ["(one class)", ""] if group.auroc is None else [_pct(group.auroc.value), _ci(group.auroc)]
+            )
+            cells = [*head, group.value, str(group.n_normal), str(group.n_abnormal), *model]
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def user_report(
+    name: str,
+    rows: pd.DataFrame,
+    images: pd.DataFrame,
+    pairs: Mapping[str, pd.DataFrame],
+    metadata: list,
+    notes: list[str],
+    settings: Mapping[str, object],
+) -> tuple[str, dict]:
+    """Compose the ``simsid-audit`` report of one model's scores: markdown, and the figures as JSON.
+
+    Args:
+        name: The model's name in the tables.
+        rows: :func:`~anomalib_simsid.audit.core.audit_rows` of the model and the statistic baselines.
+        images: One row per audited image: ``image``, ``label`` and the statistics.
+        pairs: The matched pairs per statistic.
+        metadata: Attribute audits (DICOM tags, the user's metadata columns).
+        notes: Lines the user must read (too few pairs, tags absent...).
+        settings: Command, image size, caliper, draws, seed, min_pairs.
+
+    Returns:
+        The markdown text and a JSON-ready dict.
+    """
+    n_normal, n_abnormal = int((images.label == 0).sum()), int((images.label == 1).sum())
+    caliper, draws, seed = settings["caliper_sd"], settings["draws"], settings["seed"]
+    sd = images[list(pairs)].std(ddof=1)
+    matched = "; ".join(
+        f"{label(s)}: {len(p)} pairs (caliper {caliper} SD = {caliper * sd[s]:.4g}), `matched_{s}.csv`"
+        for s, p in pairs.items()
+    )
+    models = rows[~rows.model.map(is_statistic_entry)]
+    statistics = rows[rows.model.map(is_statistic_entry)]
+    lines = [
+        f"# Shortcut audit: {name}",
+        "",
+        f"Command: `{settings['command']}`",
+        "",
+        f"* Images: {n_normal} normal + {n_abnormal} abnormal; statistics at {settings['image_size']} px "
+        "(package reader, grey, bicubic).",
+        "* Matched subsets (greedy nearest-neighbour matching without replacement, closest pairs first, "
+        f"within the caliper; at least {settings['min_pairs']} pairs for an AUROC): {matched}.",
+        f"* AUROC in %, 95% CI: percentile bootstrap, {draws:,} draws, seed {seed} (all images: resampled "
+        "within each class; matched: pairs resampled). rho: Spearman correlation of the score with each "
+        "statistic.",
+        *[f"* **Note:** {note}" for note in notes],
+        "",
+        "## The model",
+        "",
+        audit_table(models),
+        "",
+        "Read it: a matched AUROC well below the test AUROC means part of the score follows that "
+        "statistic (acquisition), not the disease; the statistic's own AUROC below is the floor a model "
+        "must clear.",
+        "",
+        "## Statistic baselines (no model: one global statistic of the image, sign chosen on these images)",
+        "",
+        audit_table(statistics),
+        "",
+        "![audit](audit.png)",
+        "",
+    ]
+    groups = {}
+    for audit in metadata:
+        groups.setdefault(audit.source, []).append(audit)
+    for source, audits in groups.items():
+        lines += metadata_section(audits, f"Acquisition: {source}")
+    payload = {
+        "model": name,
+        "settings": dict(settings),
+        "images": {"normal": n_normal, "abnormal": n_abnormal},
+        "matched_pairs": {s: len(p) for s, p in pairs.items()},
+        "notes": notes,
+        "rows": [
+            {
+                "model": r.model,
+                "test": _auroc_json(r.test),
+                **{f"{s}_matched": _auroc_json(r[s]) for s in pairs},
+                **{rho: float(r[rho]) for rho in RHOS},
+            }
+            for _, r in rows.iterrows()
+        ],
+        "metadata": [
+            {
+                "attribute": a.name,
+                "source": a.source,
+                "auroc_alone": a.auroc,
+                "numeric": a.numeric,
+                "groups": [
+                    {
+                        "value": g.value,
+                        "normal": g.n_normal,
+                        "abnormal": g.n_abnormal,
+                        "model": _auroc_json(g.auroc),
+                    }
+                    for g in a.groups
+                ],
+            }
+            for a in metadata
+        ],
+    }
+    return "\n".join(lines), payload
