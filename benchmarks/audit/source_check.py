@@ -1,4 +1,4 @@
-"""On ZhangLab test: does the statistic of the pre-processed batch image change the matched AUROC?
+"""Measure whether a statistic of the pre-processed batch image changes the matched AUROC (ZhangLab).
 
     python -m benchmarks.audit.source_check --root datasets/zhanglab-224
 
