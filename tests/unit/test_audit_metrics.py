@@ -126,3 +126,36 @@ def test_batch_image_source_equals_the_file_after_simsid_pre_processing_not_afte
     )
     difference = (torch.cat(padim_view.values) - torch.cat(by_path.values)).abs() / torch.cat(by_path.values)
     assert difference.median() > 1e-3  # another resize chain, another statistic
+
+
+def test_simsid_reports_the_audit_at_test_and_selects_on_plain_auroc_at_validation():
+    from anomalib_simsid import SimSID
+
+    evaluator = SimSID.configure_evaluator()
+    assert [m.name for m in evaluator.val_metrics] == ["image_AUROC"]
+    names = [m.name for m in evaluator.test_metrics]
+    assert names[:2] == ["image_AUROC", "image_F1Score"]
+    assert set(names[2:]) == {
+        "image_AUROC_sharpness_matched",
+        "image_AUROC_sharpness_alone",
+        "image_AUROC_intensity_matched",
+        "image_AUROC_intensity_alone",
+    }
+
+
+def test_example_evaluator_config_builds_the_metrics():
+    from pathlib import Path
+
+    import yaml
+    from jsonargparse import ArgumentParser
+    from torch import nn
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "audit_evaluator.yaml"
+    parser = ArgumentParser()
+    parser.add_argument("--evaluator", type=nn.Module)
+    config = parser.parse_object({"evaluator": yaml.safe_load(path.read_text())})
+    evaluator = parser.instantiate_classes(config).evaluator
+    names = [m.name for m in evaluator.test_metrics]
+    assert "image_AUROC" in names
+    assert "image_AUROC_sharpness_matched" in names
+    assert "image_AUROC_intensity_alone" in names
