@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import platform
-import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from anomalib_simsid.audit.report import safe_name, write_text_atomic  # noqa: F401 (the suite imports them here)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
@@ -106,22 +106,3 @@ def iter_outputs(model: Any, loader: Any, device: Any = None) -> Iterator[tuple[
             if transform is not None:
                 image = transform(image)
             yield batch, model.model(image)
-
-
-def safe_name(name: str) -> str:
-    """``name`` with everything but letters, digits, ``_.-`` replaced, for file names."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it, so no reader sees half a file.
-
-    A ``.gz`` path is gzipped (no timestamp inside, so the same text gives the same bytes).
-    """
-    path = Path(path)
-    data = text.encode()
-    if path.suffix == ".gz":
-        data = gzip.compress(data, mtime=0)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

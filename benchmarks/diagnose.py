@@ -7,8 +7,8 @@ For every image of ``train/normal``, ``val`` and ``test`` (as the model sees it:
 package reader, grey, :func:`simsid_resize` to 128 px) it computes intensity and texture statistics:
 mean, standard deviation, 5th/95th percentile, dark and bright fractions, mean gradient magnitude,
 sharpness (mean absolute difference of neighbouring pixels), Laplacian variance (fine texture) and
-grey-level entropy. :func:`path_statistics` is the one definition the shortcut audit
-(:mod:`benchmarks.audit`) and its statistic baselines use too. The report gives each statistic per class,
+grey-level entropy, all from :mod:`anomalib_simsid.audit.statistics` (the one definition the shortcut
+audit, its statistic baselines and the matched metrics use). The report gives each statistic per class,
 and the AUROC a statistic alone reaches (abnormal vs normal) on validation and test: a statistic far
 from 0.5 is a shortcut a model can pick up, and its direction says which class is darker, smoother...
 
@@ -21,66 +21,19 @@ reconstruction residual per class: what the critic keys on, and how it changes w
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
-from torch.nn import functional as F
 
-from anomalib_simsid.data import read_image
-from anomalib_simsid.models.simsid.adapters.pre_processing import simsid_resize
+from anomalib_simsid.audit.statistics import AUDIT_SIZE, STATS, image_statistics, path_statistics
 from benchmarks.common import instantiate
 
-STATS = ("mean", "std", "p05", "p95", "dark", "bright", "gradient", "sharpness", "laplacian", "entropy")
-MODEL_SIZE = 128  # the input size of every model in the suite's configs (SimSID's paper size)
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+__all__ = ["MODEL_SIZE", "STATS", "folder_statistics", "image_statistics", "main", "path_statistics"]
 
-
-def image_statistics(image: torch.Tensor) -> dict[str, float]:
-    """Statistics of one grey image ``(1, H, W)`` in [0, 1]."""
-    x = image.float()
-    flat = x.flatten()
-    gy, gx = torch.gradient(x[0])
-    histogram = torch.histc(flat, bins=64, min=0.0, max=1.0) / flat.numel()
-    nonzero = histogram[histogram > 0]
-    return {
-        "mean": flat.mean().item(),
-        "std": flat.std().item(),
-        "p05": flat.quantile(0.05).item(),
-        "p95": flat.quantile(0.95).item(),
-        "dark": (flat < 0.05).float().mean().item(),
-        "bright": (flat > 0.95).float().mean().item(),
-        "gradient": torch.sqrt(gx**2 + gy**2).mean().item(),
-        # Forward differences, |dx| and |dy| averaged: lower = blurrier (smaller originals, upscaled).
-        "sharpness": 0.5
-        * ((x[0, :, 1:] - x[0, :, :-1]).abs().mean() + (x[0, 1:] - x[0, :-1]).abs().mean()).item(),
-        "laplacian": F.conv2d(x[None], _LAPLACIAN).var().item(),
-        "entropy": -(nonzero * nonzero.log2()).sum().item(),
-    }
-
-
-@lru_cache(maxsize=100_000)
-def _file_statistics(path: str, size: int) -> dict[str, float]:
-    image = simsid_resize((size, size))(read_image(path)).mean(dim=0, keepdim=True).clamp(0, 1)
-    return image_statistics(image)
-
-
-def path_statistics(paths: Sequence[str | Path], size: int = MODEL_SIZE) -> pd.DataFrame:
-    """:func:`image_statistics` of each file as a model sees it (package reader, grey, bicubic ``size`` px).
-
-    One row per path, in order; cached per file and size, so repeated audits (every epoch) read each
-    image once.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 128-px tensors: thread start-up costs ~100x the work on a busy CPU
-    try:
-        return pd.DataFrame([_file_statistics(str(path), int(size)) for path in paths], columns=list(STATS))
-    finally:
-        torch.set_num_threads(threads)
+MODEL_SIZE = AUDIT_SIZE  # the input size of every model in the suite's configs (SimSID's paper size)
 
 
 def folder_statistics(

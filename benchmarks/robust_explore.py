@@ -23,8 +23,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from anomalib_simsid.audit.core import image_table, read_per_image
 from benchmarks.audit import matched_auroc
-from benchmarks.audit.core import image_table, read_per_image
 
 SCORES = ("critic_recon", "critic_input", "residual_mean", "lowpass_residual", "calibrated_residual")
 

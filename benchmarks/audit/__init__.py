@@ -10,9 +10,10 @@ chance), with CIs, and the Spearman correlation of the score with each statistic
 ``audit.md``, ``audit_<dataset>.png`` and the matched file lists ``matched_<dataset>_<statistic>.csv``
 beside the scores (or into ``--out``). The suite runs it after every run.
 
-For choosing settings on validation, :func:`matched_auroc` takes any per-image table (path, label,
-score) and the dataset root. Modules: ``matching`` (pairs, AUROC, bootstrap), ``core`` (statistics of
-the images, audit rows), ``baselines`` (the statistic "models" of the suite), ``report`` (files).
+The arithmetic, the statistics and the report live in the package (:mod:`anomalib_simsid.audit`, also
+behind the installed ``simsid-audit`` command for any model's scores); this module is the suite's
+front end (its ``scores.csv`` with several datasets, models and seeds) and ``baselines`` holds the
+statistic "models" of the suite.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from anomalib_simsid.audit import (
+    MATCH_STATISTICS,
+    Auroc,
+    Matched,
+    auroc_ci,
+    match_pairs,
+    matched_auroc,
+    matched_auroc_ci,
+    write_audit,
+)
+from anomalib_simsid.audit.statistics import AUDIT_SIZE as MODEL_SIZE
 from benchmarks.audit.baselines import BASELINE_STATISTICS, StatisticBaseline
-from benchmarks.audit.core import MATCH_STATISTICS, Matched, matched_auroc
-from benchmarks.audit.matching import Auroc, auroc_ci, match_pairs, matched_auroc_ci
-from benchmarks.audit.report import write_audit
-from benchmarks.diagnose import MODEL_SIZE
 
 __all__ = [
     "BASELINE_STATISTICS",

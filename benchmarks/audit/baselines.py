@@ -1,7 +1,7 @@
 """Statistic baselines: "models" with no training that score an image by one global statistic.
 
-Each scores an image as the models see it (:func:`benchmarks.diagnose.path_statistics`: grey, bicubic
-to the models' input size) by one statistic, with the sign that ranks abnormal images higher on the
+Each scores an image as the models see it (:func:`anomalib_simsid.audit.path_statistics`: grey,
+bicubic to the models' input size) by one statistic, with the sign that ranks abnormal images higher on the
 validation split. A statistic that rivals the trained models is a shortcut they may be taking too.
 """
 
@@ -13,21 +13,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.diagnose import MODEL_SIZE, path_statistics
+from anomalib_simsid.audit.report import PREFIX
+from anomalib_simsid.audit.statistics import AUDIT_SIZE as MODEL_SIZE
+from anomalib_simsid.audit.statistics import BASELINE_STATISTICS, label, path_statistics
 
-BASELINE_STATISTICS = ("mean", "std", "sharpness", "p05", "p95", "entropy")
-LABELS = {"mean": "mean intensity"}  # display names where the column name is terse
-PREFIX = "stat: "  # result rows of statistic baselines are named "stat: <label>"
-
-
-def label(statistic: str) -> str:
-    """Display name of a statistic ("mean" -> "mean intensity")."""
-    return LABELS.get(statistic, statistic)
-
-
-def is_statistic_entry(name: str) -> bool:
-    """Whether a result row (model or entry name) is a statistic baseline's."""
-    return str(name).startswith(PREFIX)
+__all__ = ["BASELINE_STATISTICS", "StatisticBaseline", "label"]
 
 
 class StatisticBaseline:

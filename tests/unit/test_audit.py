@@ -9,14 +9,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.stats import norm
 
-from benchmarks.audit import (
-    StatisticBaseline,
-    auroc_ci,
-    main,
-    match_pairs,
-    matched_auroc,
-    matched_auroc_ci,
-)
+from anomalib_simsid.audit import auroc_ci, match_pairs, matched_auroc, matched_auroc_ci
+from benchmarks.audit import StatisticBaseline, main
 
 SIZE = 64  # the generated images' size, also the statistics' size (no resampling in the way)
 

@@ -10,9 +10,17 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from benchmarks.audit.baselines import BASELINE_STATISTICS, label
-from benchmarks.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc, auroc_ci, match_pairs, matched_auroc_ci
-from benchmarks.diagnose import MODEL_SIZE, path_statistics
+from anomalib_simsid.audit.matching import (
+    CALIPER_SD,
+    DRAWS,
+    MIN_PAIRS,
+    SEED,
+    Auroc,
+    auroc_ci,
+    match_pairs,
+    matched_auroc_ci,
+)
+from anomalib_simsid.audit.statistics import AUDIT_SIZE, BASELINE_STATISTICS, label, path_statistics
 
 MATCH_STATISTICS = ("sharpness", "mean")  # the audit's matched subsets: acquisition, exposure
 PATH_COLUMNS = ("image", "image_path")  # the suite's scores.csv, ScoreCurves' per_image.csv
@@ -58,7 +66,7 @@ def resolve(images: Sequence[str], root: str | Path | None, where: str = "scores
 
 
 def image_table(
-    per_image: pd.DataFrame, root: str | Path | None, image_size: int = MODEL_SIZE, where: str = "scores"
+    per_image: pd.DataFrame, root: str | Path | None, image_size: int = AUDIT_SIZE, where: str = "scores"
 ) -> pd.DataFrame:
     """One row per distinct image (sorted by path, so matching is deterministic): label and statistics."""
     images = per_image.drop_duplicates("image").sort_values("image", kind="stable")[["image", "label"]]
@@ -105,7 +113,7 @@ def matched_auroc(
     statistic: str = "sharpness",
     score: str = "score",
     caliper_sd: float = CALIPER_SD,
-    image_size: int = MODEL_SIZE,
+    image_size: int = AUDIT_SIZE,
     draws: int = DRAWS,
     seed: int = SEED,
 ) -> Matched:
@@ -132,8 +140,12 @@ def audit_rows(
     pairs: dict[str, pd.DataFrame],
     draws: int = DRAWS,
     seed: int = SEED,
+    min_pairs: int = MIN_PAIRS,
 ) -> pd.DataFrame:
-    """One row per (entry, seed) of a dataset's scores: test AUROC, matched AUROCs (all with CIs), ρ."""
+    """One row per (entry, seed) of a dataset's scores: test AUROC, matched AUROCs (all with CIs), ρ.
+
+    A matched subset of fewer than ``min_pairs`` pairs gives no AUROC (``nan``, ``n`` = its pairs).
+    """
     name = scores["entry"].fillna(scores.model) if "entry" in scores else scores.model
     scores = scores.assign(name=name)
     rows = []
@@ -150,7 +162,10 @@ def audit_rows(
         }
         for statistic, matched in pairs.items():
             got = _pair_scores(part, matched)
-            row[statistic] = matched_auroc_ci(*got, draws, seed) if got else Auroc(np.nan, np.nan, np.nan, 0)
+            if got and len(matched) >= min_pairs:
+                row[statistic] = matched_auroc_ci(*got, draws, seed)
+            else:
+                row[statistic] = Auroc(np.nan, np.nan, np.nan, len(matched) if got else 0)
         stats = images.set_index("image").loc[part.image]
         for statistic in BASELINE_STATISTICS:
             row[f"rho {label(statistic)}"] = float(spearmanr(part.score, stats[statistic]).statistic)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CALIPER_SD = 0.1  # a pair's statistics may differ by at most this many standard deviations
+MIN_PAIRS = 20  # fewer matched pairs give no matched AUROC (n/a, with the reason), never a wide-CI guess
 DRAWS = 1000
 SEED = 0
 LEVEL = 0.95

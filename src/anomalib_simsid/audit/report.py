@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import gzip
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.audit.baselines import BASELINE_STATISTICS, is_statistic_entry, label
-from benchmarks.audit.core import MATCH_STATISTICS, audit_rows, image_table, pairs_table, read_per_image
-from benchmarks.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc
-from benchmarks.common import safe_name, write_text_atomic
-from benchmarks.diagnose import MODEL_SIZE
+from anomalib_simsid.audit.core import MATCH_STATISTICS, audit_rows, image_table, pairs_table, read_per_image
+from anomalib_simsid.audit.matching import CALIPER_SD, DRAWS, SEED, Auroc
+from anomalib_simsid.audit.statistics import AUDIT_SIZE, BASELINE_STATISTICS, label
 
+PREFIX = "stat: "  # rows of statistic baselines are named "stat: <label>"
 COLUMN = {"sharpness": "sharpness-matched AUROC", "mean": "intensity-matched AUROC"}
 RHOS = [f"rho {label(s)}" for s in BASELINE_STATISTICS]
+
+
+def safe_name(name: str) -> str:
+    """``name`` with everything but letters, digits, ``_.-`` replaced, for file names."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it, so no reader sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically; a ``.gz`` path is gzipped without a timestamp (same text, same bytes)."""
+    data = text.encode()
+    write_bytes_atomic(path, gzip.compress(data, mtime=0) if Path(path).suffix == ".gz" else data)
+
+
+def is_statistic_entry(name: str) -> bool:
+    """Whether a result row (model or entry name) is a statistic baseline's."""
+    return str(name).startswith(PREFIX)
 
 
 def _pct(value: float) -> str:
@@ -76,8 +104,12 @@ def plot_audit(rows: pd.DataFrame, dataset: str, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=90, format="png")
     plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def audit_dataset(
@@ -85,7 +117,7 @@ def audit_dataset(
     dataset: str,
     root: str | Path,
     out: Path,
-    image_size: int = MODEL_SIZE,
+    image_size: int = AUDIT_SIZE,
     caliper_sd: float = CALIPER_SD,
     draws: int = DRAWS,
     seed: int = SEED,
@@ -135,7 +167,7 @@ def write_audit(
     scores_csv: str | Path,
     roots: Mapping[str, str | Path],
     out: str | Path | None = None,
-    image_size: int = MODEL_SIZE,
+    image_size: int = AUDIT_SIZE,
     caliper_sd: float = CALIPER_SD,
     draws: int = DRAWS,
     seed: int = SEED,
@@ -174,3 +206,136 @@ def write_audit(
     path = out / "audit.md"
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _auroc_json(auroc: Auroc | None) -> dict[str, float | int | None] | None:
+    if auroc is None:
+        return None
+    number = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731 (JSON has no NaN)
+    return {"auroc": number(auroc.value), "low": number(auroc.low), "high": number(auroc.high), "n": auroc.n}
+
+
+def metadata_section(audits: list, title: str) -> list[str]:
+    """Markdown for :class:`~anomalib_simsid.audit.metadata.AttributeAudit` s: the attribute alone, groups."""
+    lines = [
+        f"### {title}",
+        "",
+        "AUROC of the attribute alone: how well acquisition predicts the label (0.5: not at all). Within "
+        "each group holding both classes, the model's AUROC with a 95% CI (n/a: fewer than 5 images of "
+        "a class).",
+        "",
+        "| attribute | AUROC alone | group | normal | abnormal | model AUROC in group | 95% CI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for audit in audits:
+        for k, group in enumerate(audit.groups):
+            head = [audit.name, _pct(audit.auroc)] if k == 0 else ["", ""]
+            model = (
+                ["(one class)", ""] if group.auroc is None else [_pct(group.auroc.value), _ci(group.auroc)]
+            )
+            cells = [*head, group.value, str(group.n_normal), str(group.n_abnormal), *model]
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def user_report(
+    name: str,
+    rows: pd.DataFrame,
+    images: pd.DataFrame,
+    pairs: Mapping[str, pd.DataFrame],
+    metadata: list,
+    notes: list[str],
+    settings: Mapping[str, object],
+) -> tuple[str, dict]:
+    """Compose the ``simsid-audit`` report of one model's scores: markdown, and the figures as JSON.
+
+    Args:
+        name: The model's name in the tables.
+        rows: :func:`~anomalib_simsid.audit.core.audit_rows` of the model and the statistic baselines.
+        images: One row per audited image: ``image``, ``label`` and the statistics.
+        pairs: The matched pairs per statistic.
+        metadata: Attribute audits (DICOM tags, the user's metadata columns).
+        notes: Lines the user must read (too few pairs, tags absent...).
+        settings: Command, image size, caliper, draws, seed, min_pairs.
+
+    Returns:
+        The markdown text and a JSON-ready dict.
+    """
+    n_normal, n_abnormal = int((images.label == 0).sum()), int((images.label == 1).sum())
+    caliper, draws, seed = settings["caliper_sd"], settings["draws"], settings["seed"]
+    sd = images[list(pairs)].std(ddof=1)
+    matched = "; ".join(
+        f"{label(s)}: {len(p)} pairs (caliper {caliper} SD = {caliper * sd[s]:.4g}), `matched_{s}.csv`"
+        for s, p in pairs.items()
+    )
+    models = rows[~rows.model.map(is_statistic_entry)]
+    statistics = rows[rows.model.map(is_statistic_entry)]
+    lines = [
+        f"# Shortcut audit: {name}",
+        "",
+        f"Command: `{settings['command']}`",
+        "",
+        f"* Images: {n_normal} normal + {n_abnormal} abnormal; statistics at {settings['image_size']} px "
+        "(package reader, grey, bicubic).",
+        "* Matched subsets (greedy nearest-neighbour matching without replacement, closest pairs first, "
+        f"within the caliper; at least {settings['min_pairs']} pairs for an AUROC): {matched}.",
+        f"* AUROC in %, 95% CI: percentile bootstrap, {draws:,} draws, seed {seed} (all images: resampled "
+        "within each class; matched: pairs resampled). rho: Spearman correlation of the score with each "
+        "statistic.",
+        *[f"* **Note:** {note}" for note in notes],
+        "",
+        "## The model",
+        "",
+        audit_table(models),
+        "",
+        "Read it: a matched AUROC well below the test AUROC means part of the score follows that "
+        "statistic (acquisition), not the disease; the statistic's own AUROC below is the floor a model "
+        "must clear.",
+        "",
+        "## Statistic baselines (no model: one global statistic of the image, sign chosen on these images)",
+        "",
+        audit_table(statistics),
+        "",
+        "![audit](audit.png)",
+        "",
+    ]
+    groups = {}
+    for audit in metadata:
+        groups.setdefault(audit.source, []).append(audit)
+    for source, audits in groups.items():
+        lines += metadata_section(audits, f"Acquisition: {source}")
+    payload = {
+        "model": name,
+        "settings": dict(settings),
+        "images": {"normal": n_normal, "abnormal": n_abnormal},
+        "matched_pairs": {s: len(p) for s, p in pairs.items()},
+        "notes": notes,
+        "rows": [
+            {
+                "model": r.model,
+                "test": _auroc_json(r.test),
+                **{f"{s}_matched": _auroc_json(r[s]) for s in pairs},
+                **{rho: float(r[rho]) for rho in RHOS},
+            }
+            for _, r in rows.iterrows()
+        ],
+        "metadata": [
+            {
+                "attribute": a.name,
+                "source": a.source,
+                "auroc_alone": a.auroc,
+                "numeric": a.numeric,
+                "groups": [
+                    {
+                        "value": g.value,
+                        "normal": g.n_normal,
+                        "abnormal": g.n_abnormal,
+                        "model": _auroc_json(g.auroc),
+                    }
+                    for g in a.groups
+                ],
+            }
+            for a in metadata
+        ],
+    }
+    return "\n".join(lines), payload
