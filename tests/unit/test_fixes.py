@@ -49,6 +49,7 @@ def test_registry_entries_are_documented_and_hooked() -> None:
         assert fix.fix, fix.name
         assert fix.target in anomalib_simsid_autoload.FIX_TARGETS
     assert set(anomalib_simsid_autoload.FIX_TARGETS) == set(fixes.TARGETS)
+    assert all(callable(fix.apply) for fix in fixes.FIXES)  # functions, not import strings
     table = fixes.markdown_table()
     assert all(f"`{name}`" in table for name in names)
 

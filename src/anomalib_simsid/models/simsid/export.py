@@ -36,6 +36,10 @@ INT8_NEEDS_DATA = (
 )
 
 
+class ExportArgumentError(ValueError):
+    """An export argument SimSID cannot honour (input size, INT8 without data); says what to do."""
+
+
 def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
     """Refuse a static export size other than the model's: the graph would resize it back to ``img_size``.
 
@@ -48,7 +52,7 @@ def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
             f"input size {list(input_size)} does not match the SimSID model's img_size {img_size}: export "
             f"without an input size (dynamic input, resized in-graph) or with [{img_size}, {img_size}]"
         )
-        raise ValueError(msg)
+        raise ExportArgumentError(msg)
 
 
 @contextlib.contextmanager
@@ -97,7 +101,7 @@ class SimSIDExport:
                 export_root, model_file_name, input_size, compression_type, datamodule, **kwargs
             )
         if datamodule is None:
-            raise ValueError(INT8_NEEDS_DATA)
+            raise ExportArgumentError(INT8_NEEDS_DATA)
         # The package's export (deploy/) builds on this model; it is imported on use, never at import.
         from anomalib_simsid.deploy.export import TrainNormalsCalibration, export_openvino
 
