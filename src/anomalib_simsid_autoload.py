@@ -28,9 +28,10 @@ _MODELS = "anomalib.models"
 _PLUGIN = "anomalib_simsid"
 CLI = "anomalib.cli.cli"
 ENGINE = "anomalib.engine.engine"
+BENCHMARK = "anomalib.pipelines.benchmark.pipeline"
 # The one list of the modules the plugin's fixes patch, each with an attribute that exists once the
 # module has finished importing (``anomalib_simsid.fixes`` names its targets from here).
-FIX_TARGETS = {CLI: "AnomalibCLI", ENGINE: "Engine"}
+FIX_TARGETS = {CLI: "AnomalibCLI", ENGINE: "Engine", BENCHMARK: "Benchmark"}
 
 
 def _load_plugin(_module: ModuleType) -> None:

@@ -85,3 +85,36 @@ def test_predict_reads_non_ascii_paths(tmp_path: Path, checkpoint: Path, digit_r
     rows = _rows(next((tmp_path / "out").rglob("predictions.csv")))
     assert sorted(Path(row["image_path"]).name for row in rows) == sorted(p.name for p in folder.iterdir())
     assert all(Path(row["image_path"]).parent == folder for row in rows)
+
+
+def test_fit_leaves_no_empty_run_folder_and_warns_on_a_foreign_datamodule(
+    tmp_path: Path, digit_root: Path
+) -> None:
+    from anomalib.callbacks import ModelCheckpoint
+    from anomalib.data import Folder
+    from anomalib.engine import Engine
+
+    from anomalib_simsid import SimSID
+
+    datamodule = Folder(
+        name="digits",
+        root=digit_root,
+        normal_dir="train/good",
+        abnormal_dir="test/anomalous",
+        normal_test_dir="test/good",
+        train_batch_size=8,
+    )
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="last")  # as the configs
+    engine = Engine(
+        default_root_dir=tmp_path / "results",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[checkpoints],
+        limit_train_batches=1,
+        limit_val_batches=1,
+    )
+    with pytest.warns(UserWarning, match="Folder trains without augmentation"):
+        engine.fit(SimSID(**TINY_MODEL), datamodule=datamodule)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "results").exists()  # no empty v0, no latest on it

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from anomalib_simsid_autoload import CLI, ENGINE, FIX_TARGETS
+from anomalib_simsid_autoload import BENCHMARK, CLI, ENGINE, FIX_TARGETS
 
-from . import cli, engine
+from . import benchmark, cli, engine
 
 NO_FIXES = "ANOMALIB_SIMSID_NO_FIXES"
 NO_AUTOLOAD = "ANOMALIB_SIMSID_NO_AUTOLOAD"
@@ -97,12 +97,13 @@ FIXES: tuple[Fix, ...] = (
         engine.apply_run_folders,
         "`fit/train` make a new `v<n>`, logger `version_<n>` and `latest` before the run can fail; "
         "a resumed run gets new ones; `predict` writes into `latest` (the last run's folder).",
-        "Failed runs left empty folders and `latest` on them; one training's metrics and checkpoints "
-        "were split over two folders after a resume; a second predict overwrote the first's "
-        "predictions.csv and piled its overlays onto the first's.",
-        "A failed run removes the folders it left empty and puts `latest` back (a run that saved "
-        "checkpoints keeps it); a resumed run writes into the folders of the run it resumes; every "
-        "predict gets a `v<n>` of its own, created race-free (concurrent runs each get theirs).",
+        "Failed runs (and `anomalib fit`) left empty folders and `latest` on them; one training's "
+        "metrics and checkpoints were split over two folders after a resume; a second predict "
+        "overwrote the first's predictions.csv and piled its overlays onto the first's.",
+        "A run (failed, or a fit that wrote nothing there) removes the folders it left empty and puts "
+        "`latest` back (a failed run that saved checkpoints keeps it); a resumed run writes into the "
+        "folders of the run it resumes; every predict gets a `v<n>` of its own, created race-free "
+        "(concurrent runs each get theirs).",
     ),
     Fix(
         "predict_reader",
@@ -120,6 +121,17 @@ FIXES: tuple[Fix, ...] = (
         "`anomalib predict --data Röntgen/` failed (167-line traceback) where train and "
         "`simsid-score` read the same folder.",
         "SimSID's predict refuses only control characters in a path; any script is accepted.",
+    ),
+    Fix(
+        "benchmark_results",
+        BENCHMARK,
+        benchmark.apply_benchmark_results,
+        "`BenchmarkJob.collect` takes its columns from the first job's result; `Pipeline.run` "
+        "swallows every failure.",
+        "A grid of PaDiM, PatchCore and SimSID raised KeyError 'model.init_args.max_epochs' or "
+        "'All arrays must be of the same length', wrote no results.csv and exited 0.",
+        "For grids holding SimSID: results.csv has every job's row (the union of their columns); "
+        "the command exits 1 when no job succeeded.",
     ),
 )
 TARGETS = tuple(dict.fromkeys(fix.target for fix in FIXES))

@@ -168,7 +168,7 @@ def _run_folders(
         engine._setup_workspace = functools.partial(setup_workspace, versioned_dir=True)
     start = time.time()
     try:
-        return call()
+        result = call()
     except BaseException:  # also KeyboardInterrupt and Lightning's exit after one
         saved = _saved_checkpoints(engine, since=start)
         for latest, previous, run_dir, new in created:
@@ -186,6 +186,15 @@ def _run_folders(
         for folders in fresh:
             _remove_if_empty(folders)
         raise
+    else:
+        # `anomalib fit` with the configs' checkpoints under logs/ writes nothing into its v<n>
+        for latest, previous, run_dir, new in created:
+            if new and not predict and not _has_files(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                _point_latest(latest, previous)
+        for folders in fresh:
+            _remove_if_empty(folders)
+        return result
     finally:
         module.create_versioned_dir = create_versioned_dir
         engine.__dict__.pop("_setup_workspace", None)
