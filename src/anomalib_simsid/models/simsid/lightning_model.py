@@ -56,7 +56,7 @@ def _warn_without_augmentation(datamodule: Any) -> None:
 
     if datamodule is None or isinstance(datamodule, SplitDataModule):
         return
-    if getattr(datamodule, "train_augmentations", None) is None and datamodule.augmentations is None:
+    if getattr(datamodule, "train_augmentations", None) is None:
         rank_zero_warn(
             f"SimSID: {type(datamodule).__name__} trains without augmentation; the package's datamodules "
             "train with SimSID's (a shift and zoom of up to 5 %, as the paper). To match them, pass "
