@@ -20,7 +20,7 @@ def instantiate(spec: Any) -> Any:
     """Build ``{class_path, init_args}`` dicts (recursively, inside out); leave other values as they are.
 
     ``class_path`` may name a class (``anomalib.models.Padim``) or a callable returning the object
-    (``benchmarks.backbones.timm_pre_processor``); plain dicts and lists are walked.
+    (``anomalib_simsid.backbones.timm_pre_processor``); plain dicts and lists are walked.
     """
     from lightning.pytorch.cli import instantiate_class
 

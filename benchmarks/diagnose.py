@@ -73,6 +73,9 @@ def statistics_table(stats: pd.DataFrame) -> str:
 
 def score_table(per_image: pd.DataFrame, stats: pd.DataFrame, split: str = "val") -> str:
     """Markdown: per epoch and score, AUROC, Spearman correlation with each statistic, mean per class."""
+    if "ground_truth" in per_image:  # ScoreCurves' per-image CSV: the predictions columns + one per score
+        truth = per_image.ground_truth.map({"normal": 0, "anomalous": 1})
+        per_image = per_image.drop(columns=["score", "label", "ground_truth", "overlay"]).assign(label=truth)
     merged = per_image[per_image.split == split].merge(stats[["image_path", *STATS]], on="image_path")
     scores = [c for c in per_image.columns if c not in {"epoch", "split", "image_path", "label"}]
     head = (

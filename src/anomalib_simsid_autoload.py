@@ -26,8 +26,12 @@ from types import ModuleType
 
 _MODELS = "anomalib.models"
 _PLUGIN = "anomalib_simsid"
-# The modules the plugin's fixes patch (``anomalib_simsid.fixes.TARGETS``, checked by a test).
-FIX_TARGETS = ("anomalib.cli.cli", "anomalib.engine.engine")
+CLI = "anomalib.cli.cli"
+ENGINE = "anomalib.engine.engine"
+BENCHMARK = "anomalib.pipelines.benchmark.pipeline"
+# The one list of the modules the plugin's fixes patch, each with an attribute that exists once the
+# module has finished importing (``anomalib_simsid.fixes`` names its targets from here).
+FIX_TARGETS = {CLI: "AnomalibCLI", ENGINE: "Engine", BENCHMARK: "Benchmark"}
 
 
 def _load_plugin(_module: ModuleType) -> None:
@@ -38,7 +42,8 @@ def _load_plugin(_module: ModuleType) -> None:
 
 
 def _apply_fixes(_module: ModuleType) -> None:
-    if _PLUGIN not in sys.modules:  # the plugin applies them itself once it is imported
+    plugin = sys.modules.get(_PLUGIN)
+    if plugin is None or not hasattr(plugin, "_apply_fixes"):  # it applies them itself when imported
         return
     try:
         importlib.import_module(f"{_PLUGIN}.fixes").apply_pending()

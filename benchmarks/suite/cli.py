@@ -51,7 +51,7 @@ def _install_backbones(config: dict[str, Any]) -> None:
     if not cache:
         msg = "config 'backbones' needs env HF_HUB_CACHE (where to install them)"
         raise ValueError(msg)
-    from benchmarks import backbones
+    from anomalib_simsid import backbones
 
     for entry in config["backbones"]:
         if entry == "efficientnet-lite0":

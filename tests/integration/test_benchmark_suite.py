@@ -21,7 +21,7 @@ from benchmarks.suite import image_metrics, load_config, oracle_operating_point
 from benchmarks.suite.config import SCORES_FILE
 from tests.helpers import REPO, TINY_DATA, TINY_MODEL
 
-PREPROCESS = {"class_path": "benchmarks.backbones.timm_pre_processor", "init_args": {"image_size": 64}}
+PREPROCESS = {"class_path": "anomalib_simsid.backbones.timm_pre_processor", "init_args": {"image_size": 64}}
 NO_AUGMENTATION = {"train_augmentations": {"class_path": "torchvision.transforms.v2.Identity"}}
 
 

@@ -256,14 +256,14 @@ def test_every_bad_file_is_named_and_nothing_is_written(ckpt: Path, images: Path
     bad = _bad(images)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "scores.csv").write_text("file,score\nold.png,0.1\n")  # an earlier run's result stays intact
+    (out / "predictions.csv").write_text("file,score\nold.png,0.1\n")  # an earlier run's result stays intact
     with pytest.raises(ImageReadError) as caught:
         score_folder(ckpt, images, out, progress=False)
     for path in bad:
         assert path.name in str(caught.value)
     assert "3 of the images" in str(caught.value)
-    assert sorted(p.name for p in out.iterdir()) == ["scores.csv"]
-    assert (out / "scores.csv").read_text() == "file,score\nold.png,0.1\n"
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv"]
+    assert (out / "predictions.csv").read_text() == "file,score\nold.png,0.1\n"
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
 
     with pytest.warns(UserWarning, match="skipping"):
@@ -296,7 +296,7 @@ def test_output_inside_the_input_is_not_rescored(ckpt: Path, images: Path) -> No
     first = score_folder(ckpt, images, out, progress=False)
     second = score_folder(ckpt, images, out, progress=False)
     assert len(first.rows) == len(second.rows) == 4
-    assert not any(row["file"].startswith("scores") for row in second.rows)
+    assert not any(Path(row["image_path"]).parent.name == "scores" for row in second.rows)
 
 
 def test_input_size_that_disagrees_with_the_model_is_refused(

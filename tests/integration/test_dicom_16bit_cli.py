@@ -128,7 +128,7 @@ def test_train_test_predict_and_score_dicom_and_16bit(
         [sys.executable, *score_module, str(ckpt), str(predict_dir), "-o", str(out), "--quiet"], tmp_path
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
-    by_score = {r["file"]: r for r in _rows(out / "scores.csv")}
+    by_score = {Path(r["image_path"]).name: r for r in _rows(out / "predictions.csv")}
     assert sorted(by_score) == sorted(by_predict)  # both find the suffix-less DICOM
     for name, row in by_predict.items():
         assert float(by_score[name]["score"]) == pytest.approx(float(row["score"]), abs=1e-4), name

@@ -23,7 +23,8 @@ from PIL import Image
 
 from anomalib_simsid.data.image_io import ImageReadError, read_image
 from anomalib_simsid.deploy import NotSimSIDError, torch_reference
-from anomalib_simsid.deploy.score_folder import CSV_COLUMNS, ground_truth, main, score_folder
+from anomalib_simsid.deploy.score_folder import main, score_folder
+from anomalib_simsid.models.simsid.adapters.predictions import COLUMNS, FILE_NAME, folder_ground_truth
 from tests.helpers import TINY_MODEL, TinyDeployment, score_bar, tiny_deployment
 from tests.unit.data.fixtures import write_dicom
 
@@ -64,23 +65,24 @@ def test_scores_csv_heatmaps_and_ground_truth(
 ) -> None:
     out = tmp_path / "out"
     result = score_folder(deployment.irs["fp32"], xray_folder, out, batch_size=5, progress=False)
-    rows = read_csv(out / "scores.csv")
-    assert tuple(rows[0]) == CSV_COLUMNS
+    rows = read_csv(out / FILE_NAME)
+    assert tuple(rows[0]) == COLUMNS
     assert len(rows) == len(deployment.image_paths) == len(result.rows)
     assert {r["ground_truth"] for r in rows} == {"normal", "anomalous"}
     assert all(
-        r["ground_truth"] == ("normal" if r["file"].startswith("NORMAL") else "anomalous") for r in rows
+        r["ground_truth"] == ("normal" if Path(r["image_path"]).parent.name == "NORMAL" else "anomalous")
+        for r in rows
     )
     assert {r["label"] for r in rows} <= {"normal", "anomalous"}
     for row in rows:
-        with Image.open(out / row["heatmap"]) as heatmap:
+        with Image.open(out / row["overlay"]) as heatmap:
             assert heatmap.mode == "RGB"
             assert heatmap.size == (SIZE, SIZE)
     assert result.auroc() is not None
     assert 0.0 <= result.auroc() <= 1.0
 
     # Same numbers as model.forward on the same files (batch size does not matter: per-sample norm).
-    files = [xray_folder / r["file"] for r in rows]
+    files = [Path(r["image_path"]) for r in rows]
     ref = torch_reference(deployment.model, torch.stack([read_image(p) for p in files]))
     scores = np.array([float(r["score"]) for r in rows])
     np.testing.assert_allclose(scores, ref["pred_score"], atol=score_bar(deployment.model) + 1e-6)
@@ -92,7 +94,7 @@ def test_scores_csv_heatmaps_and_ground_truth(
     ckpt_rows = read_csv(
         score_folder(deployment.ckpt, xray_folder, tmp_path / "ckpt", progress=False).csv_path
     )
-    assert [r["file"] for r in ckpt_rows] == [r["file"] for r in rows]
+    assert [r["image_path"] for r in ckpt_rows] == [r["image_path"] for r in rows]
     np.testing.assert_allclose(
         [float(r["score"]) for r in ckpt_rows], scores, atol=score_bar(deployment.model) + 1e-6
     )
@@ -118,7 +120,7 @@ def _variants(base: Path, folder: Path) -> dict[str, Path]:
 def test_other_sizes_channels_and_formats(deployment: TinyDeployment, tmp_path: Path) -> None:
     paths = _variants(deployment.image_paths[0], tmp_path / "variants")
     result = score_folder(deployment.irs["fp32"], tmp_path / "variants", tmp_path / "out", progress=False)
-    scores = {Path(r["file"]).name: r["score"] for r in result.rows}
+    scores = {Path(r["image_path"]).name: r["score"] for r in result.rows}
     assert len(scores) == len(paths)
 
     # Channel count and bit depth do not change the pixels, so they do not change the score.
@@ -160,11 +162,11 @@ def test_unreadable_files_stop_the_run_or_are_skipped(
 ) -> None:
     bad = _bad_folder(xray_folder)
     (tmp_path / "strict").mkdir()
-    (tmp_path / "strict" / "scores.csv").write_text("file,score\nold.png,0.1\n")  # from an earlier run
+    (tmp_path / "strict" / FILE_NAME).write_text("file,score\nold.png,0.1\n")  # from an earlier run
     with pytest.raises(ImageReadError, match=r"(?s)broken\.png.*cut\.jpg"):  # every bad file, at once
         score_folder(deployment.irs["fp32"], xray_folder, tmp_path / "strict", progress=False)
-    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == ["scores.csv"]  # nothing new written
-    assert (tmp_path / "strict" / "scores.csv").read_text() == "file,score\nold.png,0.1\n"
+    assert sorted(p.name for p in (tmp_path / "strict").iterdir()) == [FILE_NAME]  # nothing new written
+    assert (tmp_path / "strict" / FILE_NAME).read_text() == "file,score\nold.png,0.1\n"
 
     with pytest.warns(UserWarning, match="skipping") as caught:
         result = score_folder(
@@ -201,7 +203,7 @@ def test_models_that_are_not_simsid_are_refused(
     for name, message in cases.items():
         with pytest.raises(NotSimSIDError, match=message):
             score_folder(tmp_path / name, xray_folder, tmp_path / "out", progress=False)
-        assert not (tmp_path / "out" / "scores.csv").exists(), name
+        assert not (tmp_path / "out" / FILE_NAME).exists(), name
     assert (
         main([str(tmp_path / "random.ckpt"), str(xray_folder), "-o", str(tmp_path / "cli"), "--quiet"]) == 2
     )
@@ -219,7 +221,7 @@ def test_models_that_are_not_simsid_are_refused(
     ],
 )
 def test_ground_truth_from_class_folders(relative: str, expected: str) -> None:
-    assert ground_truth(Path(relative)) == expected
+    assert folder_ground_truth(Path(relative)) == expected
 
 
 def test_fixed_other_input_size_is_refused(
@@ -246,4 +248,34 @@ def test_module_entry_point(deployment: TinyDeployment, xray_folder: Path, tmp_p
     assert f"scored {len(deployment.image_paths)} images" in result.stdout
     assert "image AUROC" in result.stdout
     assert "SimSID scoring" not in result.stderr  # no progress bar in a log: stderr is not a terminal
-    assert len(read_csv(tmp_path / "cli" / "scores.csv")) == len(deployment.image_paths)
+    assert len(read_csv(tmp_path / "cli" / FILE_NAME)) == len(deployment.image_paths)
+
+
+def test_missing_weights_keep_openvinos_reason(
+    deployment: TinyDeployment, xray_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(deployment.irs["fp32"], tmp_path / "model.xml")  # without its model.bin
+    assert main([str(tmp_path / "model.xml"), str(xray_folder), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "bin file cannot be found" in err
+    assert str(tmp_path / "model.xml") in err
+
+
+def test_read_only_output_folder_is_named(
+    deployment: TinyDeployment,
+    xray_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anomalib_simsid.models.simsid.adapters.openvino as export
+
+    def read_only(*_args: object, **_kwargs: object) -> None:  # the tests run as root: simulate it
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".out.x"))
+
+    monkeypatch.setattr(export, "TemporaryDirectory", read_only)
+    assert main([str(deployment.irs["fp32"]), str(xray_folder), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot write the output folder {tmp_path / 'out'} ({tmp_path} is not writable" in err

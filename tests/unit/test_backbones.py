@@ -17,7 +17,7 @@ import torch
 from anomalib.models import Padim, Patchcore
 from safetensors.torch import save_file
 
-from benchmarks import backbones
+from anomalib_simsid import backbones
 
 ARCH = "tf_efficientnet_lite0"
 ENTRY = "models--timm--tf_efficientnet_lite0.in1k"

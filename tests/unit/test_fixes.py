@@ -17,12 +17,15 @@ _PROBE = """
 import json, anomalib_simsid
 from anomalib.cli.cli import AnomalibCLI
 from anomalib.engine import Engine
+from anomalib.pipelines.benchmark.job import BenchmarkJob
+from anomalib.pipelines.benchmark.pipeline import Benchmark
 from anomalib_simsid import fixes
 wrapped = {
     name: hasattr(getattr(Engine, name), "__wrapped__")
-    for name in ("fit", "validate", "test", "train", "predict")
+    for name in ("fit", "validate", "test", "train", "predict", "export")
 }
 wrapped["cli"] = hasattr(AnomalibCLI.before_instantiate_classes, "__wrapped__")
+wrapped["benchmark"] = hasattr(BenchmarkJob.collect, "__wrapped__") and hasattr(Benchmark.run, "__wrapped__")
 print(json.dumps({"wrapped": wrapped, "applied": sorted(fixes._APPLIED)}))
 """
 
@@ -49,6 +52,7 @@ def test_registry_entries_are_documented_and_hooked() -> None:
         assert fix.fix, fix.name
         assert fix.target in anomalib_simsid_autoload.FIX_TARGETS
     assert set(anomalib_simsid_autoload.FIX_TARGETS) == set(fixes.TARGETS)
+    assert all(callable(fix.apply) for fix in fixes.FIXES)  # functions, not import strings
     table = fixes.markdown_table()
     assert all(f"`{name}`" in table for name in names)
 

@@ -33,6 +33,8 @@ def read_per_image(per_image: pd.DataFrame | str | Path, score: str = "score") -
     """
     where = str(per_image) if isinstance(per_image, str | Path) else "per-image table"
     frame = pd.read_csv(per_image) if isinstance(per_image, str | Path) else per_image
+    if "ground_truth" in frame:  # the predictions columns (predict, simsid-score, ScoreCurves' per-image)
+        frame = frame.assign(label=frame.ground_truth.map({"normal": 0, "anomalous": 1}))
     path_column = next((c for c in PATH_COLUMNS if c in frame), None)
     missing = [c for c in ("label", score) if c not in frame] + (
         [] if path_column else ["image or image_path"]

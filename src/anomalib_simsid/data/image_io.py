@@ -12,7 +12,10 @@ validation, test, predict, overlays and ``simsid-score``), with one intensity co
   a 16-bit DICOM therefore give the same tensor and the same score, and a score never moves because
   of one bright pixel elsewhere in the image (as a min-max stretch would make it).
 
-MONOCHROME1 is inverted, alpha composited on black, and any failure names the file.
+MONOCHROME1 is inverted, alpha composited on black, a JPEG's (or PNG's) EXIF orientation is applied
+(the image is read upright, as every viewer shows it), and any failure names the file. Images
+smaller than :data:`MIN_SIDE` pixels on a side are refused when a folder is listed (train, predict
+and ``simsid-score`` alike): they carry no anatomy to score and break anomalib's overlays.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import torch
 from PIL import Image
 
 EXPECTED = "an 8- or 16-bit grayscale, RGB or RGBA PNG/JPEG, or a single-frame DICOM"
+MIN_SIDE = 2  # pixels; a 1-pixel side is a degenerate image (no structure; anomalib's overlay fails)
+EXIF_ORIENTATION = 0x0112
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
@@ -46,6 +51,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     except Exception as err:
         msg = f"cannot read image {path}: {type(err).__name__}: {err}. Expected {EXPECTED}."
         raise ImageReadError(msg) from err
+    _check_size(path, array.shape[-2:])
     array = np.clip(np.nan_to_num(array.astype(np.float32, copy=False)), 0.0, 1.0)
     if array.ndim == 2:
         array = np.repeat(array[None], 3, axis=0)
@@ -105,11 +111,12 @@ def check_image(path: str | Path) -> None:
         return
     try:
         with Image.open(path) as img:
-            image_format = img.format
+            image_format, (width, height) = img.format, img.size
             img.verify()
     except Exception as err:
         msg = f"cannot read image {path}: {type(err).__name__}: {err}. Expected {EXPECTED}."
         raise ImageReadError(msg) from err
+    _check_size(path, (height, width))
     if image_format == "JPEG" and not _has_jpeg_end_marker(path):
         msg = f"image {path} is a truncated JPEG (no end-of-image marker); expected {EXPECTED}."
         raise ImageReadError(msg)
@@ -126,6 +133,17 @@ def find_unreadable(paths: Iterable[str | Path]) -> dict[str, str]:
     return bad
 
 
+def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a degenerate image (a side under :data:`MIN_SIDE` pixels), naming it and its size."""
+    height, width = (int(side) for side in shape)
+    if min(height, width) < MIN_SIDE:
+        msg = (
+            f"image {path} is {width}x{height} pixels, a degenerate image; expected at least "
+            f"{MIN_SIDE}x{MIN_SIDE} pixels ({EXPECTED})."
+        )
+        raise ImageReadError(msg)
+
+
 def _has_jpeg_end_marker(path: Path, tail: int = 4096) -> bool:
     """Look for the EOI marker near the end (some encoders pad after it)."""
     size = path.stat().st_size
@@ -138,11 +156,33 @@ def _has_jpeg_end_marker(path: Path, tail: int = 4096) -> bool:
 
 
 def _read_raster(path: Path) -> np.ndarray:
-    if _is_16bit_colour_png(path):
-        return _read_16bit_colour_png(path)
     with Image.open(path) as img:
-        img.load()
-        return _pil_to_unit(img)
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        if _is_16bit_colour_png(path):
+            array = _read_16bit_colour_png(path)
+        else:
+            img.load()
+            array = _pil_to_unit(img)
+    return orient(array, orientation)
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF ``orientation`` (1-8) to an ``(H, W)`` or ``(C, H, W)`` array, as viewers show it.
+
+    The same transposes as Pillow's ``ImageOps.exif_transpose``; any other value leaves the array.
+    """
+    rows, cols = array.ndim - 2, array.ndim - 1
+    transposed = array.swapaxes(rows, cols)
+    upright = {
+        2: lambda: np.flip(array, cols),
+        3: lambda: np.rot90(array, 2, axes=(rows, cols)),
+        4: lambda: np.flip(array, rows),
+        5: lambda: transposed,
+        6: lambda: np.rot90(array, -1, axes=(rows, cols)),
+        7: lambda: np.rot90(transposed, 2, axes=(rows, cols)),
+        8: lambda: np.rot90(array, 1, axes=(rows, cols)),
+    }.get(orientation)
+    return np.ascontiguousarray(upright()) if upright is not None else array
 
 
 def _is_16bit_colour_png(path: Path) -> bool:

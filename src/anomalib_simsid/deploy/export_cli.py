@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             int8_options=options,
             int8_weight_compression=not args.int8_float_matmul_weights,
         )
-    except (NotSimSIDError, FileNotFoundError, ValueError, ImageReadError) as err:
+    except (NotSimSIDError, FileNotFoundError, PermissionError, ValueError, ImageReadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for compression, path in paths.items():

@@ -92,6 +92,18 @@ class SimSIDPredictor:
         return self.run(np.ascontiguousarray(array, dtype=np.float32))
 
 
+def openvino_reason(error: BaseException) -> str:
+    r"""OpenVINO's own reason from its multi-line error, without the C++ source locations.
+
+    ``read_model`` raises "Exception from src/inference/src/cpp/core.cpp:84:\nCheck '...' failed at
+    ...:\nEmpty weights data in bin file or bin file cannot be found!": the first line names only
+    OpenVINO's source file, the reason is the last line.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return " ".join(reasons) if reasons else (lines[-1] if lines else type(error).__name__)
+
+
 def _openvino(path: Path, device: str, precision: str) -> tuple[RunBatch, int | None]:
     """Compile an IR (or ONNX) file, refusing it unless it is SimSID's; return runner and model size.
 
@@ -108,7 +120,7 @@ def _openvino(path: Path, device: str, precision: str) -> tuple[RunBatch, int | 
     try:
         model = core.read_model(str(path))
     except RuntimeError as err:
-        msg = f"cannot read OpenVINO model {path}: {err}".splitlines()[0]
+        msg = f"cannot read OpenVINO model {path}: {openvino_reason(err)}"
         raise NotSimSIDError(msg) from err
     metadata = read_metadata(model)
     if metadata and metadata.get("model_type") != MODEL_TYPE:

@@ -5,9 +5,11 @@ Usage::
     simsid-score MODEL INPUT_DIR --output OUT_DIR [--skip-bad]
 
 ``MODEL`` is an OpenVINO ``.xml`` (from ``anomalib export`` or ``simsid-export``) or a SimSID
-Lightning ``.ckpt``. Writes ``OUT_DIR/scores.csv`` (file, score, label, ground_truth, heatmap) and
-``OUT_DIR/heatmaps/<file>.png`` overlays (``<file>`` keeps its own suffix). Ground truth is filled in
-when an image sits in a class folder (``NORMAL``/``PNEUMONIA``, ``good``/``anomalous``, ...).
+Lightning ``.ckpt``. Writes ``OUT_DIR/predictions.csv`` (the columns of ``anomalib predict``'s:
+image_path, score, label, ground_truth, overlay; one writer,
+:mod:`anomalib_simsid.models.simsid.adapters.predictions`) and ``OUT_DIR/heatmaps/<file>.png`` overlays
+(``<file>`` keeps its own suffix). Ground truth is filled in when an image sits in a class folder
+below ``INPUT_DIR`` (``NORMAL``/``PNEUMONIA``, ``good``/``anomalous``, ...).
 
 Every image is checked before any scoring; all unreadable files are named at once, or skipped with
 a warning and listed in ``skipped.csv`` under ``--skip-bad``; a non-finite score is treated the same
@@ -40,28 +42,18 @@ from tqdm import tqdm
 from anomalib_simsid.data.image_io import IMAGE_SUFFIXES, ImageReadError, find_unreadable, image_files
 from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
 from anomalib_simsid.models.simsid.adapters.openvino import staging_folder
+from anomalib_simsid.models.simsid.adapters.predictions import (
+    FILE_NAME,
+    label_name,
+    prediction_row,
+    write_predictions,
+)
 
 from .predictor import PRECISIONS, SimSIDPredictor
 
 logger = logging.getLogger(__name__)
 
-NORMAL_FOLDERS = frozenset({"normal", "good", "healthy", "negative", "no_finding", "nofinding"})
-ABNORMAL_FOLDERS = frozenset(
-    {
-        "pneumonia",
-        "abnormal",
-        "anomalous",
-        "anomaly",
-        "bad",
-        "positive",
-        "covid",
-        "covid-19",
-        "covid19",
-        "disease",
-    }
-)
-CSV_COLUMNS = ("file", "score", "label", "ground_truth", "heatmap")
-OUTPUTS = ("scores.csv", "skipped.csv", "heatmaps")  # what a run owns inside the output folder
+OUTPUTS = (FILE_NAME, "skipped.csv", "heatmaps")  # what a run owns inside the output folder
 MAX_HEATMAP_SIDE = 1024
 HEATMAP_ALPHA = 0.4
 MAX_LISTED = 20  # bad files named in one error message; the rest are counted
@@ -77,7 +69,8 @@ class ScoredFolder:
 
     def auroc(self) -> float | None:
         """Image AUROC over the rows with ground truth, if both classes are present."""
-        labelled = [(r["score"], r["ground_truth"] == "anomalous") for r in self.rows if r["ground_truth"]]
+        anomalous = label_name(True)
+        labelled = [(r["score"], r["ground_truth"] == anomalous) for r in self.rows if r["ground_truth"]]
         if len({gt for _, gt in labelled}) < 2:
             return None
         from sklearn.metrics import roc_auc_score
@@ -86,17 +79,6 @@ class ScoredFolder:
 
 
 # ----------------------------------------------------------------------------------------- images
-
-
-def ground_truth(relative: Path) -> str:
-    """``normal``/``anomalous`` from the deepest class-named folder of ``relative``, else ``""``."""
-    for folder in reversed(relative.parts[:-1]):
-        name = folder.lower()
-        if name in NORMAL_FOLDERS:
-            return "normal"
-        if name in ABNORMAL_FOLDERS:
-            return "anomalous"
-    return ""
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -144,7 +126,7 @@ def score_folder(
     input_size: int | None = None,
     progress: bool | None = None,
 ) -> ScoredFolder:
-    """Score every image under ``input_dir`` and write ``scores.csv`` and heatmaps to ``output_dir``.
+    """Score every image under ``input_dir`` and write ``predictions.csv`` and heatmaps to ``output_dir``.
 
     ``progress=None`` shows the bar only on a terminal.
 
@@ -179,14 +161,12 @@ def score_folder(
             raise _bad_files_error(dict(result.skipped), input_dir)
         for path, reason in result.skipped:
             warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
-        _write_csv(
-            staging / "scores.csv", CSV_COLUMNS, [[row[c] for c in CSV_COLUMNS] for row in result.rows]
-        )
+        write_predictions(staging / FILE_NAME, result.rows)
         if result.skipped:
             _write_csv(staging / "skipped.csv", ("file", "reason"), result.skipped)
         _move_into_place(staging, output_dir)
     result.skipped = [(str(Path(path).relative_to(input_dir)), reason) for path, reason in result.skipped]
-    result.csv_path = output_dir / "scores.csv"
+    result.csv_path = output_dir / FILE_NAME
     return result
 
 
@@ -237,7 +217,7 @@ def _row(
     score = float(np.asarray(outputs["pred_score"]).reshape(-1)[index])
     if not np.isfinite(score):
         return None
-    label = "anomalous" if bool(np.asarray(outputs["pred_label"]).reshape(-1)[index]) else "normal"
+    label = label_name(np.asarray(outputs["pred_label"]).reshape(-1)[index])
     relative = path.relative_to(input_dir)
     heatmap = ""
     if heatmaps:
@@ -245,13 +225,9 @@ def _row(
         target.parent.mkdir(parents=True, exist_ok=True)
         overlay(image, outputs["anomaly_map"][index], size, f"{score:.3f} {label}").save(target)
         heatmap = str(target.relative_to(output_dir))
-    return {
-        "file": str(relative),
-        "score": round(score, 6),
-        "label": label,
-        "ground_truth": ground_truth(relative),
-        "heatmap": heatmap,
-    }
+    # ground truth from the class folders below the input folder only (not from the user's own path)
+    row = prediction_row(relative, score, label, overlay=heatmap)
+    return row | {"image_path": str(path.absolute())}
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -325,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_size=args.input_size,
             progress=False if args.quiet else None,
         )
-    except (ImageReadError, NotSimSIDError, FileNotFoundError, ValueError) as err:
+    except (ImageReadError, NotSimSIDError, FileNotFoundError, PermissionError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     anomalous = sum(row["label"] == "anomalous" for row in result.rows)

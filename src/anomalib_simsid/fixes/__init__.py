@@ -11,8 +11,9 @@ Switches (environment variables, read when a fix is applied):
 * ``ANOMALIB_SIMSID_NO_AUTOLOAD=1``: no autoload hook (bare ``--model SimSID`` stops resolving;
   use ``anomalib_simsid.SimSID``) and no fix either, also after ``import anomalib_simsid``.
 
-The ``.pth`` autoload hook only triggers :func:`apply_pending` after the modules in
-:data:`TARGETS` have run; ``import anomalib_simsid`` calls it too. A fix that cannot be applied
+The ``.pth`` autoload hook only triggers :func:`apply_pending` after the modules it patches have run
+(:data:`anomalib_simsid_autoload.FIX_TARGETS`, the one list of them, with the attribute that exists
+once each has finished importing); ``import anomalib_simsid`` calls it too. A fix that cannot be applied
 warns and is skipped: a broken plugin must never break plain anomalib.
 """
 
@@ -22,7 +23,13 @@ import importlib
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+
+from anomalib_simsid_autoload import BENCHMARK, CLI, ENGINE, FIX_TARGETS
+
+from . import benchmark, cli, engine
 
 NO_FIXES = "ANOMALIB_SIMSID_NO_FIXES"
 NO_AUTOLOAD = "ANOMALIB_SIMSID_NO_AUTOLOAD"
@@ -33,9 +40,8 @@ class Fix:
     """One anomalib 2.7 fix: where it applies, and the README row that explains it."""
 
     name: str
-    target: str  # the anomalib module whose function is wrapped
-    ready: str  # an attribute that exists once ``target`` has finished importing
-    apply: str  # ``module:function`` inside this package, called with the target module
+    target: str  # the anomalib module whose function is wrapped (a key of FIX_TARGETS)
+    apply: Callable[[ModuleType], None]  # called once with the target module
     bug: str
     effect: str
     fix: str
@@ -44,9 +50,8 @@ class Fix:
 FIXES: tuple[Fix, ...] = (
     Fix(
         "cli_seed",
-        "anomalib.cli.cli",
-        "AnomalibCLI",
-        "cli:apply_seed",
+        CLI,
+        cli.apply_seed,
         "`AnomalibCLI` parses `seed_everything` but never seeds.",
         "Two runs of one config trained different models.",
         "Seeds before the model and data are built: an int seeds with it, `true` draws a random seed, "
@@ -54,62 +59,79 @@ FIXES: tuple[Fix, ...] = (
     ),
     Fix(
         "cli_output_root",
-        "anomalib.cli.cli",
-        "AnomalibCLI",
-        "cli:apply_output_root",
+        CLI,
+        cli.apply_output_root,
         "A relative logger `save_dir` or checkpoint `dirpath` is relative to the current folder.",
         "Logs and checkpoints landed in `./logs` whatever `--default_root_dir` said.",
         "Makes them relative to `default_root_dir` (absolute folders are kept).",
     ),
     Fix(
         "cli_short_errors",
-        "anomalib.cli.cli",
-        "AnomalibCLI",
-        "cli:apply_short_errors",
+        CLI,
+        cli.apply_short_errors,
         "Every error ends the CLI with a 150-220 line traceback.",
         "A missing dataset root, a wrong option or a bad checkpoint was hard to find in it.",
-        "User errors (missing or unreadable file or folder, foreign checkpoint, a model option the "
-        "model refuses) print one line; "
+        "User errors (missing, unreadable or read-only file or folder, foreign checkpoint, a model "
+        "option the model refuses, an export argument SimSID cannot honour) print one line; "
         "`ANOMALIB_SIMSID_TRACEBACK=1` shows the traceback.",
     ),
     Fix(
         "checkpoint_check",
-        "anomalib.engine.engine",
-        "Engine",
-        "engine:apply_checkpoint_check",
+        ENGINE,
+        engine.apply_checkpoint_check,
         "`--ckpt_path` is read by Lightning before any model hook.",
         "A truncated or foreign file gave a torch zip error that did not name the file.",
-        "`fit/validate/test/train/predict` check the checkpoint first: one error naming the file.",
+        "`fit/validate/test/train/predict/export` check the checkpoint first: one error naming the file.",
     ),
     Fix(
         "resume_test",
-        "anomalib.engine.engine",
-        "Engine",
-        "engine:apply_resume_test",
+        ENGINE,
+        engine.apply_resume_test,
         "`Engine.train(ckpt_path=X)` tests `X` again after fitting from it.",
         "A resumed `anomalib train` reported the test metrics of the checkpoint it resumed from.",
         "The test after fitting runs on the trained model.",
     ),
     Fix(
         "run_folders",
-        "anomalib.engine.engine",
-        "Engine",
-        "engine:apply_run_folders",
+        ENGINE,
+        engine.apply_run_folders,
         "`fit/train` make a new `v<n>`, logger `version_<n>` and `latest` before the run can fail; "
-        "a resumed run gets new ones.",
-        "Failed runs left empty folders and `latest` on them; one training's metrics and checkpoints "
-        "were split over two folders after a resume.",
-        "A failed run removes the folders it left empty and puts `latest` back (a run that saved "
-        "checkpoints keeps it); a resumed run writes into the folders of the run it resumes.",
+        "a resumed run gets new ones; `predict` writes into `latest` (the last run's folder).",
+        "Failed runs (and `anomalib fit`) left empty folders and `latest` on them; one training's "
+        "metrics and checkpoints were split over two folders after a resume; a second predict "
+        "overwrote the first's predictions.csv and piled its overlays onto the first's.",
+        "A run (failed, or a fit that wrote nothing there) removes the folders it left empty and puts "
+        "`latest` back (a failed run that saved checkpoints keeps it); a resumed run writes into the "
+        "folders of the run it resumes; every predict gets a `v<n>` of its own, created race-free "
+        "(concurrent runs each get theirs).",
     ),
     Fix(
         "predict_reader",
-        "anomalib.engine.engine",
-        "Engine",
-        "engine:apply_predict_reader",
+        ENGINE,
+        engine.apply_predict_reader,
         "`PredictDataset` lists torchvision's raster suffixes and reads with PIL as 8-bit RGB.",
         "`anomalib predict --data <folder>` found no DICOM and scored 16-bit PNGs clipped to white.",
         "For SimSID, `Engine.predict(data_path=...)` lists and reads through the package's reader.",
+    ),
+    Fix(
+        "unicode_paths",
+        ENGINE,
+        engine.apply_unicode_paths,
+        "`validate_path` refuses any path outside printable ASCII as 'non-printable characters'.",
+        "`anomalib predict --data Röntgen/` failed (167-line traceback) where train and "
+        "`simsid-score` read the same folder.",
+        "SimSID's predict refuses only control characters in a path; any script is accepted.",
+    ),
+    Fix(
+        "benchmark_results",
+        BENCHMARK,
+        benchmark.apply_benchmark_results,
+        "`BenchmarkJob.collect` takes its columns from the first job's result; `Pipeline.run` "
+        "swallows every failure.",
+        "A grid of PaDiM, PatchCore and SimSID raised KeyError 'model.init_args.max_epochs' or "
+        "'All arrays must be of the same length', wrote no results.csv and exited 0.",
+        "For grids holding SimSID: results.csv has every job's row (the union of their columns); "
+        "the command exits 1 when no job succeeded.",
     ),
 )
 TARGETS = tuple(dict.fromkeys(fix.target for fix in FIXES))
@@ -137,14 +159,13 @@ def apply_pending(import_missing: bool = False) -> None:
         if fix.name in _APPLIED or fix.name in off:
             continue
         module = sys.modules.get(fix.target)
-        if module is None and import_missing and fix.target == "anomalib.engine.engine":
+        if module is None and import_missing and fix.target == ENGINE:
             module = importlib.import_module(fix.target)
-        if module is None or not hasattr(module, fix.ready):  # absent, or still half-initialised
+        if module is None or not hasattr(module, FIX_TARGETS[fix.target]):  # absent, or half-initialised
             continue
         _APPLIED.add(fix.name)
         try:
-            module_name, function = fix.apply.split(":")
-            getattr(importlib.import_module(f"{__name__}.{module_name}"), function)(module)
+            fix.apply(module)
         except Exception as err:
             warnings.warn(f"anomalib_simsid could not apply its {fix.name} fix ({err!r}).", stacklevel=2)
 

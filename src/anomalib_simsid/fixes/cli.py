@@ -21,10 +21,18 @@ from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from anomalib_simsid.data.image_io import ImageReadError
 from anomalib_simsid.models import SimSID
 from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError
+from anomalib_simsid.models.simsid.adapters.export import ExportArgumentError
 
 TRACEBACK = "ANOMALIB_SIMSID_TRACEBACK"
 # Errors whose message names the file, folder or option and what was expected: one line is enough.
-USER_ERRORS = (NotSimSIDError, ImageReadError, FileNotFoundError, NotADirectoryError)
+USER_ERRORS = (
+    NotSimSIDError,
+    ImageReadError,
+    ExportArgumentError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,  # a read-only --default_root_dir: "[Errno 13] Permission denied: '<path>'"
+)
 _UNION_MISMATCH = "Does not validate against any of the Union subtypes"
 
 

@@ -11,6 +11,7 @@ import functools
 import inspect
 import os
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -24,12 +25,12 @@ from anomalib_simsid.models import SimSID
 from anomalib_simsid.models.simsid.adapters.checkpoint import NotSimSIDError, check_structure, read_checkpoint
 from anomalib_simsid.models.simsid.training.resume import RUN_DIR_KEY
 
-from .predict import package_reader
+from .predict import package_reader, unicode_paths
 
-Fix = Callable[[Callable[..., Any], Any, dict[str, Any]], Any]
+EngineFix = Callable[[Callable[..., Any], Any, dict[str, Any]], Any]
 
 
-def _for_simsid(method: Callable[..., Any], fix: Fix) -> Callable[..., Any]:
+def _for_simsid(method: Callable[..., Any], fix: EngineFix) -> Callable[..., Any]:
     """``fix(call, engine, arguments)`` when the call's model is SimSID, else ``method`` unchanged."""
     signature = inspect.signature(method)
 
@@ -46,7 +47,7 @@ def _for_simsid(method: Callable[..., Any], fix: Fix) -> Callable[..., Any]:
     return wrapper
 
 
-def _wrap(module: ModuleType, names: tuple[str, ...], fix: Fix) -> None:
+def _wrap(module: ModuleType, names: tuple[str, ...], fix: EngineFix) -> None:
     for name in names:
         setattr(module.Engine, name, _for_simsid(getattr(module.Engine, name), fix))
 
@@ -66,8 +67,8 @@ def _check_checkpoint(call: Callable[[], Any], _engine: Any, arguments: dict[str
 
 
 def apply_checkpoint_check(module: ModuleType) -> None:
-    """Check ``ckpt_path`` up front in every ``Engine`` entry point that takes one."""
-    _wrap(module, ("fit", "validate", "test", "train", "predict"), _check_checkpoint)
+    """Check ``ckpt_path`` up front in every ``Engine`` entry point that takes one (``export`` too)."""
+    _wrap(module, ("fit", "validate", "test", "train", "predict", "export"), _check_checkpoint)
 
 
 # ----------------------------------------------------------------------------- test after resume
@@ -107,11 +108,16 @@ def apply_resume_test(module: ModuleType) -> None:
 # ----------------------------------------------------------------------------------- run folders
 
 
-def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]) -> Any:
-    """Resume into the resumed run's folders; after a failure remove what the run left empty."""
+def _run_folders(
+    call: Callable[[], Any], engine: Any, arguments: dict[str, Any], predict: bool = False
+) -> Any:
+    """Resume into the resumed run's folders; after a failure remove what the run left empty.
+
+    ``predict`` gets a new run folder of its own (anomalib writes into ``latest``, the last training's).
+    """
     import anomalib.engine.engine as module
 
-    ckpt = arguments.get("ckpt_path")
+    ckpt = None if predict else arguments.get("ckpt_path")
     resumed = _resumed_run_dir(ckpt) if ckpt else None
     loggers = _loggers(engine)
     before = {
@@ -134,14 +140,17 @@ def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]
             created.append((latest, previous, resumed, False))
             return resumed
         fresh.append(_missing_folders(root))
-        new_dir = Path(create_versioned_dir(root_dir))
+        new_dir = new_run_dir(root)
         created.append((latest, previous, new_dir, True))
         return new_dir
 
     module.create_versioned_dir = create
+    if predict:
+        setup_workspace = engine._setup_workspace
+        engine._setup_workspace = functools.partial(setup_workspace, versioned_dir=True)
     start = time.time()
     try:
-        return call()
+        result = call()
     except BaseException:  # also KeyboardInterrupt and Lightning's exit after one
         saved = _saved_checkpoints(engine, since=start)
         for latest, previous, run_dir, new in created:
@@ -159,8 +168,38 @@ def _run_folders(call: Callable[[], Any], engine: Any, arguments: dict[str, Any]
         for folders in fresh:
             _remove_if_empty(folders)
         raise
+    else:
+        # `anomalib fit` with the configs' checkpoints under logs/ writes nothing into its v<n>
+        for latest, previous, run_dir, new in created:
+            if new and not predict and not _has_files(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                _point_latest(latest, previous)
+        for folders in fresh:
+            _remove_if_empty(folders)
+        return result
     finally:
         module.create_versioned_dir = create_versioned_dir
+        engine.__dict__.pop("_setup_workspace", None)
+
+
+def new_run_dir(root: Path) -> Path:
+    """Create the next ``v<n>`` under ``root`` and point ``latest`` at it, safe against concurrent runs.
+
+    anomalib's ``create_versioned_dir`` reads the highest version, then creates the next: two runs
+    started together pick the same ``v<n>`` and the second fails (or, for ``predict``, which reuses
+    ``latest``, overwrites the first one's ``predictions.csv``). ``mkdir`` is atomic, so a run that
+    loses the race takes the next number.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        numbers = [int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit() and p.is_dir()]
+        new_dir = root / f"v{max(numbers, default=-1) + 1}"
+        try:
+            new_dir.mkdir()
+        except FileExistsError:
+            continue
+        _point_latest(root / "latest", new_dir)
+        return new_dir
 
 
 def _loggers(engine: Any) -> list[Any]:
@@ -251,15 +290,16 @@ def _point_latest(latest: Path, target: Path | None) -> None:
         return
     if os.name == "nt":  # Windows uses junctions, left as anomalib made them
         return
-    temporary = latest.with_name(f".{latest.name}.{os.getpid()}")
+    temporary = latest.with_name(f".{latest.name}.{os.getpid()}.{threading.get_ident()}")
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(target, target_is_directory=True)
     os.replace(temporary, latest)
 
 
 def apply_run_folders(module: ModuleType) -> None:
-    """Wrap ``Engine.fit`` and ``Engine.train``."""
+    """Wrap ``Engine.fit``, ``Engine.train`` and ``Engine.predict``."""
     _wrap(module, ("fit", "train"), _run_folders)
+    _wrap(module, ("predict",), functools.partial(_run_folders, predict=True))
 
 
 # ---------------------------------------------------------------------------------- predict reader
@@ -275,3 +315,13 @@ def _predict_with_package_reader(call: Callable[[], Any], _engine: Any, argument
 def apply_predict_reader(module: ModuleType) -> None:
     """Wrap ``Engine.predict``."""
     _wrap(module, ("predict",), _predict_with_package_reader)
+
+
+def _predict_unicode_paths(call: Callable[[], Any], _engine: Any, _arguments: dict[str, Any]) -> Any:
+    with unicode_paths():
+        return call()
+
+
+def apply_unicode_paths(module: ModuleType) -> None:
+    """Wrap ``Engine.predict``."""
+    _wrap(module, ("predict",), _predict_unicode_paths)

@@ -6,6 +6,12 @@
 clipped to white and scored as an ordinary image, without a warning). For SimSID's predict calls
 only, the ``predict_reader`` fix (:mod:`.engine`) swaps the two names that ``anomalib.data.predict``
 imported for this with the functions below, and puts anomalib's back afterwards.
+
+anomalib's path validation also refuses every path outside printable ASCII ("Path contains
+non-printable characters": ``Röntgen/``, ``胸片/``), which train, ``simsid-score`` and
+``simsid-export`` accept. The ``unicode_paths`` fix lets SimSID's predict calls use
+:func:`has_control_characters` in its place: a path is refused only for control characters (NUL,
+newline, escape, ...), the case anomalib's check is there for.
 """
 
 from __future__ import annotations
@@ -64,6 +70,24 @@ def read_predict_image(path: str | Path, as_tensor: bool = False) -> torch.Tenso
     """Read like anomalib's ``read_image`` (``(3, H, W)`` tensor or ``(H, W, 3)`` array), 16-bit safe."""
     image = read_image(path)
     return image if as_tensor else image.permute(1, 2, 0).numpy()
+
+
+def has_control_characters(path: str | Path) -> bool:
+    """Whether ``path`` holds a control or otherwise unprintable character (any script is fine)."""
+    return not str(path).isprintable() or not str(path)
+
+
+@contextmanager
+def unicode_paths() -> Iterator[None]:
+    """Let ``anomalib.data.utils.path.validate_path`` accept printable non-ASCII paths, then restore."""
+    import anomalib.data.utils.path as paths
+
+    saved = paths.contains_non_printable_characters
+    paths.contains_non_printable_characters = has_control_characters
+    try:
+        yield
+    finally:
+        paths.contains_non_printable_characters = saved
 
 
 @contextmanager

@@ -172,3 +172,50 @@ def test_find_unreadable(tmp_path: Path) -> None:
     bad = find_unreadable([good, bad_png, text, missing])
     assert list(bad) == [str(bad_png), str(text), str(missing)]
     assert "does not exist" in bad[str(missing)]
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def test_exif_rotated_jpeg_is_read_upright(tmp_path: Path) -> None:
+    # A phone-style JPEG: the pixels are stored sideways and EXIF orientation 6 tells viewers to turn
+    # them 90 degrees clockwise. Upright, the bright half is the top; stored, it is the left half.
+    upright = np.zeros((48, 32), dtype=np.uint8)
+    upright[:24] = 220
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 32 high, 48 wide
+    path = tmp_path / "sideways.jpg"
+    stored.save(path, quality=100, exif=_exif(6))
+    image = read_image(path)
+    _assert_unit(image, (48, 32))  # as a viewer shows it: 48 high, 32 wide
+    assert float(image[0, :24].mean()) > 0.8 > 0.05 > float(image[0, 24:].mean())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_transpose(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    pixels = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3) * 2  # asymmetric, RGB
+    path = tmp_path / "o.png"
+    Image.fromarray(pixels).save(path, exif=_exif(orientation))
+    with Image.open(path) as img:
+        expected = np.asarray(ImageOps.exif_transpose(img), dtype=np.float32).transpose(2, 0, 1) / 255
+    assert np.array_equal(read_image(path).numpy(), expected)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".dcm"])
+def test_degenerate_image_is_refused_at_listing_naming_it(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"dot{suffix}"
+    if suffix == ".dcm":
+        write_dicom(path, np.zeros((1, 1), dtype=np.uint16))
+    else:
+        Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(path)
+    write_image(tmp_path / "fine.png", seed=0)
+    bad = find_unreadable([path, tmp_path / "fine.png"])
+    assert list(bad) == [str(path)]
+    assert "1x1 pixels" in bad[str(path)]
+    assert "at least 2x2" in bad[str(path)]
+    with pytest.raises(ImageReadError, match="1x1 pixels"):
+        read_image(path)

@@ -32,9 +32,11 @@ def test_simsid_timer_replaces_anomalibs_and_names_its_figures(caplog: pytest.Lo
             timer.on_train_epoch_end(trainer, None)
         timer.on_fit_end(trainer, None)
         timer.on_test_start(trainer, None)
+        for index in range(2):  # --trainer.limit_test_batches 2 of the loader's 5 batches
+            timer.on_test_batch_end(trainer, None, None, batch, index)
         timer.on_test_end(trainer, None)
     text = caplog.text
     assert "Throughput" not in text
     assert "48 training images" in text
-    assert "test (inference only): 40 images" in text
+    assert "test (inference only): 16 images" in text  # the images tested, not the dataset's 40
     assert "batch size 8" in text

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -53,6 +54,20 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _warn_without_augmentation(datamodule: Any) -> None:
+    """Warn once per fit when a datamodule not of this package has no training augmentation."""
+    from anomalib_simsid.data.base import SplitDataModule
+
+    if datamodule is None or isinstance(datamodule, SplitDataModule):
+        return
+    if getattr(datamodule, "train_augmentations", None) is None:
+        rank_zero_warn(
+            f"SimSID: {type(datamodule).__name__} trains without augmentation; the package's datamodules "
+            "train with SimSID's (a shift and zoom of up to 5 %, as the paper). To match them, pass "
+            "train_augmentations=anomalib_simsid.data.augmentation.simsid_train_augmentation()."
+        )
 
 
 class SimSID(SimSIDExport, AnomalibModule):
@@ -353,8 +368,11 @@ class SimSID(SimSIDExport, AnomalibModule):
 
         There oneDNN emulates bf16 matrix products and they run hundreds of times slower than fp32
         (measured 0.27 against 90 GFLOP/s on a 2-core AVX2 EPYC), so ``bf16-mixed`` is a speed lever
-        only on CPUs with AVX512-BF16 / AMX, and on GPUs.
+        only on CPUs with AVX512-BF16 / AMX, and on GPUs. Also warn when another datamodule (anomalib's
+        ``Folder``) trains without augmentation: the package's datamodules apply SimSID's by default,
+        a foreign one is left as the user made it.
         """
+        _warn_without_augmentation(getattr(self.trainer, "datamodule", None))
         precision = str(getattr(self.trainer, "precision", ""))
         if precision.startswith("bf16") and self.device.type == "cpu" and not cpu_has_fast_bf16():
             rank_zero_warn(
@@ -367,8 +385,9 @@ class SimSID(SimSIDExport, AnomalibModule):
         """Warn when the fitted score ranks validation images backwards (AUROC below 0.5)."""
         auroc = self.trainer.callback_metrics.get("image_AUROC")
         if auroc is not None and float(auroc) < 0.5:
+            shown = math.floor(float(auroc) * 1000) / 1000  # 0.4996 is shown as 0.499, not "0.500, below 0.5"
             rank_zero_warn(
-                f"SimSID: validation image_AUROC after fitting is {float(auroc):.3f}, below 0.5: the score "
+                f"SimSID: validation image_AUROC after fitting is {shown:.3f}, below 0.5: the score "
                 "ranks normal images as more anomalous than abnormal ones. The model is undertrained "
                 "(train longer) or the data breaks SimSID's assumption "
                 "that anomalies change the anatomy it learned. Do not deploy its threshold."

@@ -36,6 +36,10 @@ INT8_NEEDS_DATA = (
 )
 
 
+class ExportArgumentError(ValueError):
+    """An export argument SimSID cannot honour (input size, INT8 without data); says what to do."""
+
+
 def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
     """Refuse a static export size other than the model's: the graph would resize it back to ``img_size``.
 
@@ -52,7 +56,7 @@ def check_input_size(img_size: int, input_size: Sequence[int] | None) -> None:
             f"input size {list(input_size)} does not match the SimSID model's img_size {img_size}: export "
             f"without an input size (dynamic input, resized in-graph) or with [{img_size}, {img_size}]"
         )
-        raise ValueError(msg)
+        raise ExportArgumentError(msg)
 
 
 @contextlib.contextmanager
@@ -129,7 +133,7 @@ class SimSIDExport:
                 export_root, model_file_name, input_size, compression_type, datamodule, **kwargs
             )
         if datamodule is None:
-            raise ValueError(INT8_NEEDS_DATA)
+            raise ExportArgumentError(INT8_NEEDS_DATA)
         from .openvino import TrainNormalsCalibration, export_openvino  # imports the model: on use
 
         size = {}  # export_openvino's own default calibration size unless the caller chose one

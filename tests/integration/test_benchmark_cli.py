@@ -1,0 +1,86 @@
+"""`anomalib benchmark` of PaDiM, PatchCore and SimSID: every model's row in results.csv, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from anomalib_simsid.fixes.benchmark import holds_simsid
+from tests.helpers import TINY_MODEL
+
+SIZE = TINY_MODEL["img_size"]
+COUNTS = {("train", "normal"): 8, ("val", "normal"): 2, ("val", "abnormal"): 2}
+COUNTS |= {("test", "normal"): 2, ("test", "abnormal"): 2}
+# Random backbones: no download, and seconds per job.
+MODELS = [
+    {
+        "class_path": "Padim",
+        "init_args": {"backbone": "resnet18", "pre_trained": False, "layers": ["layer1"], "n_features": 32},
+    },
+    {
+        "class_path": "Patchcore",
+        "init_args": {"backbone": "resnet18", "pre_trained": False, "layers": ["layer2"]},
+    },
+    {"class_path": "SimSID", "init_args": {**TINY_MODEL, "max_epochs": 1}},
+]
+
+
+@pytest.fixture(scope="module")
+def xray_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench_xrays")
+    rng = np.random.default_rng(0)
+    for (split, label), count in COUNTS.items():
+        (root / split / label).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (SIZE, SIZE), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    return root
+
+
+def _benchmark(tmp_path: Path, anomalib_bin: str, root: Path) -> subprocess.CompletedProcess:
+    config = {
+        "accelerator": "cpu",
+        "benchmark": {
+            "seed": 0,
+            "model": {"grid": MODELS},
+            "data": {"class_path": "XRayFolder", "init_args": {"root": str(root), "train_batch_size": 4}},
+        },
+    }
+    (tmp_path / "benchmark.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    args = [anomalib_bin, "benchmark", "--config", "benchmark.yaml"]
+    return subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+def test_mixed_grid_writes_every_models_row(tmp_path: Path, xray_root: Path, anomalib_bin: str) -> None:
+    result = _benchmark(tmp_path, anomalib_bin, xray_root)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    written = list((tmp_path / "runs" / "benchmark").glob("*/results.csv"))
+    assert len(written) == 1, result.stdout[-3000:]
+    table = pd.read_csv(written[0])
+    assert list(table["model.class_path"]) == ["Padim", "Patchcore", "SimSID"]
+    assert table["image_AUROC"].between(0, 1).all()
+    assert table["model.init_args.max_epochs"].tolist()[2] == 1  # SimSID's own argument, kept
+    assert table["model.init_args.max_epochs"].isna().tolist()[:2] == [True, True]  # empty in the others'
+
+
+def test_grid_where_no_job_succeeds_exits_non_zero(tmp_path: Path, anomalib_bin: str) -> None:
+    result = _benchmark(tmp_path, anomalib_bin, tmp_path / "missing")
+    assert result.returncode == 1
+    assert "no job succeeded" in result.stderr
+    assert not list((tmp_path / "runs").rglob("results.csv"))
+
+
+def test_only_grids_naming_simsid_are_changed() -> None:
+    assert holds_simsid({"model": {"grid": MODELS}})
+    assert holds_simsid({"model": {"class_path": {"grid": ["Padim", "anomalib_simsid.SimSID"]}}})
+    assert not holds_simsid({"model": {"grid": MODELS[:2]}, "data": {"class_path": "XRayFolder"}})
