@@ -4,8 +4,9 @@ With weight averaging (``ema_decay > 0``) the averaged networks are swapped into
 validation, the curve callback, every checkpoint, test and export see them; the live weights return
 before the next training batch. With ``score="calibrated_residual"`` the residual-vs-sharpness line
 is refitted on the training normals (as the training loader serves them, augmentation included)
-with the weights the model then holds. Both passes over the
-training images run under a forked RNG, so they change no shuffle, augmentation or mask of training.
+with the weights the model then holds; under DDP every rank reads its share and the fit sees all.
+Both passes over the training images run in fp32 under a forked RNG, so the calibration does not
+depend on the training precision and training's shuffles, augmentations and masks do not change.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .averaging import SCOPES, WeightAverage, recompute_batchnorm
 from .robust import mean_abs_gradient
+from .torch_model import full_precision
 
 if TYPE_CHECKING:
     from .lightning_model import SimSID
@@ -47,15 +50,44 @@ def resume_live_weights(module: SimSID) -> None:
         average.swap(averaged_networks(module.model, module.hparams.ema_scope))
 
 
-def for_each_training_image(module: SimSID, step: Callable[[torch.Tensor], None]) -> None:
-    """Call ``step`` on every pre-processed training batch, at the trainer's precision, RNG untouched."""
-    trainer = module.trainer
+def training_loader(module: SimSID, shard: bool) -> DataLoader:
+    """Return the datamodule's training loader; with ``shard`` under DDP, this rank's share, in order.
+
+    Rank ``r`` of ``w`` reads images ``r, r + w, ...`` (``DistributedSampler`` without shuffling; it
+    repeats the first images to give every rank as many), so :func:`gather_in_order` restores the
+    single-process order.
+    """
+    loader = module.trainer.datamodule.train_dataloader()
+    world = module.trainer.world_size
+    if not shard or world == 1:
+        return loader
+    sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=module.global_rank, shuffle=False)
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
+
+
+def gather_in_order(module: SimSID, values: torch.Tensor, total: int) -> torch.Tensor:
+    """Every rank's per-image ``values`` of a sharded pass, back in the loader's order (``total`` rows)."""
+    if module.trainer.world_size == 1:
+        return values
+    gathered = module.all_gather(values)  # (world, per_rank): rank r holds images r, r + w, ...
+    return gathered.transpose(0, 1).reshape(-1)[:total]
+
+
+def for_each_training_image(
+    module: SimSID, step: Callable[[torch.Tensor], None], shard: bool = False
+) -> None:
+    """Call ``step`` on every pre-processed training batch in fp32, RNG untouched (see above)."""
     devices = [module.device] if module.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        for batch in trainer.datamodule.train_dataloader():
-            image = module.pre_processor.transform(batch.image.to(module.device))
-            with trainer.precision_plugin.forward_context():
-                step(image)
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), full_precision(module.device.type):
+        for batch in training_loader(module, shard):
+            step(module.pre_processor.transform(batch.image.to(module.device, non_blocking=True)))
 
 
 def finish_training_epoch(module: SimSID) -> None:
@@ -89,7 +121,12 @@ def finish_training_epoch(module: SimSID) -> None:
                 residuals.append(model.mean_residual(gray, reconstruction))
                 sharpness.append(mean_abs_gradient(gray))
 
-            for_each_training_image(module, collect)
-            model.calibration.fit(torch.cat(residuals), torch.cat(sharpness))
+            # Under DDP each rank reads its share of the training set; the fit sees all of it.
+            for_each_training_image(module, collect, shard=True)
+            total = len(module.trainer.datamodule.train_data)
+            model.calibration.fit(
+                gather_in_order(module, torch.cat(residuals), total),
+                gather_in_order(module, torch.cat(sharpness), total),
+            )
     finally:
         model.train(was_training)

@@ -8,7 +8,7 @@ Example:
     >>> from anomalib.engine import Engine
     >>> from anomalib_simsid import DigitAnatomy, SimSID
     >>> model = SimSID(img_size=96, num_patch=3, level=3, base_width=16)
-    >>> Engine(max_epochs=10).train(model, datamodule=DigitAnatomy())  # doctest: +SKIP
+    >>> Engine(max_epochs=10, devices=1).train(model, datamodule=DigitAnatomy())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn, optim
 
 from .checkpoint import check_structure
-from .distributed import broadcast_buffers, require_unused_parameter_detection
+from .distributed import broadcast_buffers, refuse_deterministic_cuda, require_unused_parameter_detection
 from .epoch_end import averaged_networks, build_weight_average, finish_training_epoch, resume_live_weights
 from .export import SimSIDExport
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .post_processing import SimSIDPostProcessor
 from .pre_processing import check_pre_processor_size, simsid_pre_processor
 from .predictions import PredictionsCSV
-from .resume import RNG_STATE_KEY, RUN_DIR_KEY, collect_rng_states, restore_rng_states
+from .resume import RNG_STATE_KEY, RUN_DIR_KEY, gather_rng_states, rank_rng_states, restore_rng_states
 from .timer import SimSIDTimer
 from .torch_model import SimSIDModel
 from .visualizer import SimSIDVisualizer
@@ -263,7 +263,15 @@ class SimSID(SimSIDExport, AnomalibModule):
             logs.update({f"train_{name}_loss": value.detach() for name, value in terms.items()})
         if self.weight_average is not None and (generator_step or self.hparams.ema_scope == "both"):
             self.weight_average.update(averaged_networks(self.model, self.hparams.ema_scope))
-        self.log_dict(logs, on_step=False, on_epoch=True, prog_bar=True, batch_size=output.image.shape[0])
+        # Epoch means over all ranks: sync_dist reduces once at the epoch's end, never inside the step.
+        self.log_dict(
+            logs,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=output.image.shape[0],
+            sync_dist=True,
+        )
 
     def _gather_queries(self, queries: torch.Tensor) -> torch.Tensor:
         """Under data parallelism every rank writes all ranks' queries, so the queues stay identical."""
@@ -295,7 +303,7 @@ class SimSID(SimSIDExport, AnomalibModule):
         write where the run it resumes wrote.
         """
         super().on_save_checkpoint(checkpoint)
-        checkpoint[RNG_STATE_KEY] = collect_rng_states()
+        checkpoint[RNG_STATE_KEY] = gather_rng_states()  # every rank's, so each resumes its own
         checkpoint[RUN_DIR_KEY] = str(self.trainer.default_root_dir)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -309,12 +317,16 @@ class SimSID(SimSIDExport, AnomalibModule):
         check_structure(checkpoint)
         super().on_load_checkpoint(checkpoint)
         if RNG_STATE_KEY in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
-            restore_rng_states(checkpoint[RNG_STATE_KEY])
+            restore_rng_states(rank_rng_states(checkpoint[RNG_STATE_KEY], self._trainer.global_rank))
 
     def setup(self, stage: str) -> None:
-        """Refuse a DDP strategy that cannot handle the two manual backwards (see :mod:`.distributed`)."""
+        """Refuse, before the first step, what cannot train: see :mod:`.distributed`.
+
+        A DDP strategy that cannot handle the two manual backwards, and ``deterministic=True`` on CUDA.
+        """
         if stage == "fit":
             require_unused_parameter_detection(self.trainer.strategy)
+            refuse_deterministic_cuda(self.trainer.strategy.root_device)
 
     def on_validation_epoch_start(self) -> None:
         """Validate every rank with rank 0's BatchNorm statistics (DDP leaves them rank-local)."""

@@ -6,6 +6,7 @@ paper model (128 px, 2x2 patches, level 4, width 32) and a small demo model are 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,19 @@ from .robust import (
     mean_abs_gradient,
     standardise_intensity,
 )
+
+
+def full_precision(device_type: str) -> contextlib.AbstractContextManager:
+    """Switch autocast off where it is on, so that scores are fp32 whatever the training precision.
+
+    Under ``16-mixed``/``bf16-mixed`` Lightning runs validation, test and predict inside autocast; the
+    memory read's top-k then flips on near-ties and the score, threshold and min/max would come from
+    other numbers than the exported fp32 graph computes. Where autocast is off (CPU fp32, export
+    tracing) this is a no-op and leaves no trace in a graph.
+    """
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class Encoder(nn.Module):
@@ -301,8 +315,13 @@ class SimSIDModel(nn.Module):
         and diagnosis: the critic on the input itself, the residual ``|x - x_hat|`` (mean, max, max of
         8x8-averaged blocks), its low-pass and sharpness-calibrated versions, the squared distance of
         the bottleneck queries to their memory reads, and the student-teacher reconstruction gap.
-        One generator forward (with the teacher) serves them all. Call in eval mode.
+        One generator forward (with the teacher) serves them all, in fp32 (:func:`full_precision`).
+        Call in eval mode.
         """
+        with full_precision(image.device.type):
+            return self._diagnostic_scores(image)
+
+    def _diagnostic_scores(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         gray = self.prepare(image)
         generated = self.generator(gray, teacher=True)
         reconstruction = generated.reconstruction
@@ -332,13 +351,16 @@ class SimSIDModel(nn.Module):
         """Training: generator pass and critic logits. Eval: score and residual map, student path only.
 
         ``full_pass=False`` (critic-only training batches) runs the generator without an autograd graph
-        and without the teacher: the critic step only needs the detached reconstruction.
+        and without the teacher: the critic step only needs the detached reconstruction. Eval runs in
+        fp32 whatever the training precision (:func:`full_precision`), as the exported graph does.
         """
-        gray = self.prepare(image)
         if not self.training:
-            reconstruction = self.generator(gray).reconstruction
-            score = self.image_score(gray, reconstruction)
-            return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
+            with full_precision(image.device.type):
+                gray = self.prepare(image)
+                reconstruction = self.generator(gray).reconstruction
+                score = self.image_score(gray, reconstruction)
+                return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
+        gray = self.prepare(image)
         with torch.set_grad_enabled(full_pass and torch.is_grad_enabled()):
             generated = self.generator(gray, teacher=full_pass)
         return SimSIDTrainOutput(
