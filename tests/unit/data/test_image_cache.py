@@ -52,7 +52,7 @@ def test_cached_images_equal_the_read_and_resized_files(tmp_path: Path, mode: st
 def test_an_epoch_reads_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = cached_module(make_folders(tmp_path / "data"), "memory")
 
-    def refuse(path):  # noqa: ANN001, ANN202
+    def refuse(path):
         raise AssertionError(f"decoded {path} during an epoch")
 
     monkeypatch.setattr("anomalib_simsid.data.base.read_image", refuse)
