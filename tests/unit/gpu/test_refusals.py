@@ -113,3 +113,19 @@ def test_patchify_and_stitch_keep_channels_last(grid: int) -> None:
     assert torch.equal(back, x)
     assert patchify(x, grid).is_contiguous()
     assert stitch(patchify(x, grid), grid).is_contiguous()
+
+
+def test_cudnn_autotuning_is_on_for_a_cuda_fit_and_restored_after() -> None:
+    """Fixed-size batches: cuDNN's autotuner picks the fastest kernels; other models keep their setting."""
+    model = SimSID(**TINY_MODEL, visualizer=False)
+    model._device = torch.device("cuda", 0)
+    model._trainer = SimpleNamespace(precision="16-mixed", callback_metrics={})
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        model.on_fit_start()
+        assert torch.backends.cudnn.benchmark is True
+        model.on_fit_end()
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
