@@ -78,3 +78,13 @@ def test_cache_size_comes_from_the_model_or_is_asked_for(tmp_path: Path) -> None
     module = XRayFolder(root=str(make_folders(tmp_path / "data")), image_cache="memory")
     with pytest.raises(ValueError, match="needs the model's img_size"):
         module.setup("fit")
+
+
+@pytest.mark.parametrize(("device", "pinned"), [("cuda", True), ("cpu", False)])
+def test_loaders_pin_memory_when_training_on_a_gpu(tmp_path: Path, device: str, pinned: bool) -> None:
+    from types import SimpleNamespace
+
+    module = cached_module(make_folders(tmp_path / "data"), None)
+    module.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    loaders = (module.train_dataloader(), module.val_dataloader(), module.test_dataloader())
+    assert [loader.pin_memory for loader in loaders] == [pinned] * 3
