@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean paper-schedule
 
 # The editable install copies the autoload hook into site-packages: reinstall when it changes.
 $(STAMP): pyproject.toml src/anomalib_simsid_autoload.py src/anomalib_simsid.pth
@@ -31,6 +31,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The paper's ZhangLab schedule (1,000 epochs, curves, audit) on the first GPU; run again to resume.
+# Projected time and throughput: benchmarks/gpu_smoke.py, docs/gpu.md.
+ZHANGLAB ?= datasets/zhanglab-224
+VAL_EVERY ?= 10
+PRECISION ?= 32-true
+paper-schedule: $(STAMP)
+	$(BIN)/python -m benchmarks.paper_schedule --root $(ZHANGLAB) --val-every $(VAL_EVERY) --precision $(PRECISION)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -73,6 +73,7 @@ def tiny_deployment(digit_root: Path) -> TinyDeployment:
     datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=12)
     model = SimSID(**TINY_MODEL, lr=1e-3, disc_lr=1e-3, visualizer=False)
     engine = Engine(
+        devices=1,
         default_root_dir=work,
         max_epochs=1,
         logger=False,

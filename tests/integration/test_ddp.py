@@ -1,6 +1,8 @@
 """Data-parallel SimSID through Lightning's own DDP (two CPU processes, gloo): after every training
 step both ranks hold the same weights and the same memory queue (contents and pointer), because each
 rank writes the queries of *all* ranks (``SimSID._gather_queries``); at the end every buffer matches.
+The end-of-epoch calibration (``score="calibrated_residual"``) reads each training image on one rank
+only and fits on all of them; the checkpoint holds both ranks' RNG states (issue 31).
 
 The file is also the worker script: ``python test_ddp.py WORKDIR`` runs
 ``Engine(strategy="ddp_find_unused_parameters_true", accelerator="cpu", devices=2)``; Lightning
@@ -45,10 +47,23 @@ def _train(workdir: Path) -> None:
             state.update({k: v.clone() for k, v in pl_module.state_dict().items() if ".memory." in k})
             self.steps.append(state)
 
+    from anomalib.callbacks import ModelCheckpoint
+
+    from anomalib_simsid.models.simsid.training import calibration as epoch_end
+
+    calibration_rows = []
+    sharpness = epoch_end.mean_abs_gradient
+
+    def counting(gray: torch.Tensor) -> torch.Tensor:
+        calibration_rows.append(gray.shape[0])
+        return sharpness(gray)
+
+    epoch_end.mean_abs_gradient = counting  # the calibration pass computes it once per image
     seed_everything(SEED, workers=True)
     model = SimSID(
-        img_size=64, num_patch=2, level=3, base_width=8, memory="queue", num_slots=24, visualizer=False
-    )
+        img_size=64, num_patch=2, level=3, base_width=8, memory="queue", num_slots=24,
+        score="calibrated_residual", visualizer=False,
+    )  # fmt: skip
     datamodule = DigitAnatomy(
         root=str(workdir / "data"), image_size=64, num_train=36, num_val=8, num_test=2, seed=0,
         train_batch_size=8, eval_batch_size=8, num_workers=0,
@@ -56,7 +71,7 @@ def _train(workdir: Path) -> None:
     snapshots = Snapshots()
     engine = Engine(
         accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_epochs=EPOCHS,
-        callbacks=[snapshots],
+        callbacks=[snapshots, ModelCheckpoint(dirpath=workdir / "ckpt", save_last=True)],
         default_root_dir=workdir / "run", logger=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     engine.fit(model, datamodule=datamodule)
@@ -67,6 +82,7 @@ def _train(workdir: Path) -> None:
             "steps": snapshots.steps,
             "final": {k: v.clone() for k, v in model.state_dict().items()},
             "image_AUROC": float(trainer.callback_metrics["image_AUROC"]),
+            "calibration_rows": sum(calibration_rows),
         },
         workdir / f"rank{trainer.global_rank}.pt",
     )
@@ -108,6 +124,12 @@ def test_ddp_ranks_hold_identical_queue_and_weights(tmp_path: Path) -> None:
     for key in final0:
         torch.testing.assert_close(final0[key], final1[key], rtol=0, atol=0, equal_nan=True, msg=key)
     assert ranks[0]["image_AUROC"] == ranks[1]["image_AUROC"]
+    # Calibration: each rank read its 18 of the 36 training images per epoch (not all 36), and the
+    # fitted line (in "final", compared above) is the same on both ranks.
+    assert ranks[0]["calibration_rows"] == ranks[1]["calibration_rows"] == EPOCHS * 18
+    assert float(final0["model.calibration.slope"]) != 0.0
+    checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert len(checkpoint["simsid_rng_states"]["ranks"]) == 2  # each rank resumes its own streams
     print(f"ddp test: {time.monotonic() - start:.1f} s")
 
 

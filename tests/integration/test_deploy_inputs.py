@@ -186,7 +186,7 @@ def test_engine_export_int8_ptq_without_data_is_refused_before_the_trace(
         pytest.fail("traced before refusing")
 
     monkeypatch.setattr(torch.onnx, "export", no_trace)
-    engine = Engine(default_root_dir=tmp_path, logger=False)
+    engine = Engine(default_root_dir=tmp_path, devices=1, logger=False)
     with pytest.raises(ValueError, match="simsid-export <ckpt> --compression int8 --data"):
         engine.export(fitted_model(), ExportType.OPENVINO, compression_type=CompressionType.INT8_PTQ)
     assert not (tmp_path / "weights").exists()
@@ -200,7 +200,7 @@ def test_engine_export_refuses_another_input_size(
         pytest.fail("traced before refusing")
 
     monkeypatch.setattr(torch.onnx, "export", no_trace)
-    engine = Engine(default_root_dir=tmp_path, logger=False)
+    engine = Engine(default_root_dir=tmp_path, devices=1, logger=False)
     # The CLI builds the model with default hyper-parameters; the checkpoint's img_size is the one checked.
     with pytest.raises(ValueError, match=f"input size \\[{SIZE * 2}, {SIZE * 2}\\] does not match .* {SIZE}"):
         engine.export(SimSID(visualizer=False), export_type, input_size=(SIZE * 2, SIZE * 2), ckpt_path=ckpt)
@@ -211,7 +211,7 @@ def test_engine_export_traces_quietly_at_the_exporters_opset(
 ) -> None:
     """``anomalib export`` printed ~4,100 lines: a failed opset-14 down-conversion and every ONNX pass."""
     caplog.set_level(logging.INFO)  # as the anomalib CLI configures logging
-    engine = Engine(default_root_dir=tmp_path, logger=False)
+    engine = Engine(default_root_dir=tmp_path, devices=1, logger=False)
     path = engine.export(fitted_model(), ExportType.ONNX)
     onnx_logs = [r for r in caplog.records if r.name.split(".")[0] in {"onnxscript", "onnx_ir"}]
     assert not [r for r in onnx_logs if r.levelno < logging.WARNING or "version" in r.name]

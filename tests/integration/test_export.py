@@ -240,7 +240,7 @@ def test_non_simsid_checkpoints_are_refused(tmp_path: Path) -> None:
 def test_engine_export_int8_ptq_calibrated_on_training_normals(deployment: TinyDeployment) -> None:
     """anomalib's own path: Engine.export with INT8_PTQ and the training-normals wrapper."""
     calibration = TrainNormalsCalibration(deployment.datamodule, image_size=(TINY_MODEL["img_size"],) * 2)
-    xml = Engine(default_root_dir=deployment.work, logger=False).export(
+    xml = Engine(default_root_dir=deployment.work, devices=1, logger=False).export(
         model=deployment.model,
         export_type=ExportType.OPENVINO,
         export_root=deployment.work / "engine_int8",

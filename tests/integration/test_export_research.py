@@ -31,7 +31,7 @@ def test_openvino_matches_pytorch_with_every_inference_option_on(digit_root: Pat
     seed_everything(0)
     datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=12)
     model = SimSIDResearch(**TINY_MODEL, **ROBUST, lr=1e-3, disc_lr=1e-3, visualizer=False)
-    Engine(default_root_dir=work, max_epochs=1, logger=False, enable_progress_bar=False).fit(
+    Engine(default_root_dir=work, devices=1, max_epochs=1, logger=False, enable_progress_bar=False).fit(
         model, datamodule=datamodule
     )
     assert float(model.model.calibration.slope) != 0.0

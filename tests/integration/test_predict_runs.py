@@ -21,7 +21,7 @@ def checkpoint(digit_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
     work = tmp_path_factory.mktemp("predict_runs")
     model = SimSID(**TINY_MODEL, visualizer=False)
-    engine = Engine(default_root_dir=work, max_epochs=1, logger=False, enable_progress_bar=False)
+    engine = Engine(default_root_dir=work, devices=1, max_epochs=1, logger=False, enable_progress_bar=False)
     engine.fit(model=model, datamodule=DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8))
     return Path(engine.trainer.checkpoint_callback.best_model_path)
 
@@ -80,7 +80,7 @@ def test_predict_reads_non_ascii_paths(tmp_path: Path, checkpoint: Path, digit_r
     folder.mkdir()
     for image in sorted((digit_root / "test").rglob("*.png"))[:2]:
         (folder / f"é_{image.name}").write_bytes(image.read_bytes())
-    engine = Engine(default_root_dir=tmp_path / "out", logger=False, enable_progress_bar=False)
+    engine = Engine(default_root_dir=tmp_path / "out", devices=1, logger=False, enable_progress_bar=False)
     engine.predict(SimSID(**TINY_MODEL), ckpt_path=checkpoint, data_path=folder)
     rows = _rows(next((tmp_path / "out").rglob("predictions.csv")))
     assert sorted(Path(row["image_path"]).name for row in rows) == sorted(p.name for p in folder.iterdir())
@@ -107,6 +107,7 @@ def test_fit_leaves_no_empty_run_folder_and_warns_on_a_foreign_datamodule(
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="last")  # as the configs
     engine = Engine(
         default_root_dir=tmp_path / "results",
+        devices=1,
         max_epochs=1,
         logger=False,
         enable_progress_bar=False,

@@ -60,7 +60,9 @@ def test_score_curves_records_every_score_replaces_stale_rows_and_resumes_its_cl
     datamodule = DigitAnatomy(root=str(digit_root), **TINY_DATA, train_batch_size=8, eval_batch_size=8)
     callback = ScoreCurves(curves, every_n_epochs=1, per_image_path=tmp_path / "per_image.csv")
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    engine = Engine(max_epochs=2, callbacks=[callback, checkpoint], default_root_dir=tmp_path, logger=False)
+    engine = Engine(
+        max_epochs=2, devices=1, callbacks=[callback, checkpoint], default_root_dir=tmp_path, logger=False
+    )
     engine.fit(model, datamodule=datamodule)
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.is_file()
@@ -80,6 +82,7 @@ def test_score_curves_records_every_score_replaces_stale_rows_and_resumes_its_cl
     _write_csv(curves, CURVE_COLUMNS, [r | {"wall_s": str(far), "cpu_s": str(far)} for r in rows])
     resumed = Engine(
         max_epochs=3,
+        devices=1,
         callbacks=[ScoreCurves(curves, every_n_epochs=1), ModelCheckpoint(dirpath=tmp_path / "ckpt")],
         default_root_dir=tmp_path,
         logger=False,

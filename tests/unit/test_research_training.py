@@ -151,6 +151,7 @@ def test_a_limited_epoch_still_ends_with_the_average_in_and_the_calibration_fitt
         limit_train_batches=2,
         limit_val_batches=1,
         accelerator="cpu",
+        devices=1,
         logger=False,
         enable_progress_bar=False,
     )

@@ -18,9 +18,11 @@ from anomalib.data import AnomalibDataModule, ImageItem
 from anomalib.data.datasets.base import AnomalibDataset
 from anomalib.data.utils import TestSplitMode, ValSplitMode
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Transform
 
 from .augmentation import simsid_train_augmentation
+from .image_cache import IMAGE_CACHE, build_cache
 from .image_io import ImageReadError, find_unreadable, read_image
 
 SPLITS = ("train", "val", "test")
@@ -72,6 +74,7 @@ class SampleDataset(AnomalibDataset):
 
     def __init__(self, samples: pd.DataFrame, augmentations: Transform | None = None) -> None:
         super().__init__(augmentations=augmentations)
+        self.cache: torch.Tensor | None = None  # (N, S, S) uint8, see :mod:`.image_cache`
         samples = samples.reset_index(drop=True).copy()
         samples["mask_path"] = ""
         samples.attrs["task"] = "classification"
@@ -91,7 +94,10 @@ class SampleDataset(AnomalibDataset):
     def __getitem__(self, index: int) -> ImageItem:
         """Read one image; augmentations (and the model's resize) apply per sample."""
         row = self.samples.iloc[index]
-        image = read_image(row.image_path)
+        if self.cache is None:
+            image = read_image(row.image_path)
+        else:
+            image = (self.cache[index].float() / 255).expand(3, -1, -1).contiguous()
         if self.augmentations:
             image = self.augmentations(image)
         return ImageItem(
@@ -113,6 +119,8 @@ class SplitDataModule(AnomalibDataModule):
         test_augmentations: Transform | None = None,
         augmentations: Transform | None = None,
         seed: int = 0,
+        image_cache: str | None = None,
+        image_cache_size: int | None = None,
     ) -> None:
         # Every protocol trains with SimSID's mild affine unless the user chose augmentations.
         if train_augmentations is None and augmentations is None:
@@ -130,6 +138,49 @@ class SplitDataModule(AnomalibDataModule):
             seed=seed,
         )
         self.root = Path(root)
+        if image_cache is not None and image_cache not in IMAGE_CACHE:
+            msg = f"image_cache must be one of {IMAGE_CACHE} or None, got {image_cache!r}"
+            raise ValueError(msg)
+        self.image_cache = image_cache
+        self.image_cache_size = image_cache_size
+
+    def _cache_size(self) -> int:
+        """Return the cached side: ``image_cache_size``, else the model's ``img_size`` (one source)."""
+        if self.image_cache_size is not None:
+            return self.image_cache_size
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        size = model.hparams.get("img_size") if model is not None else None
+        if size is None:
+            msg = (
+                f"{self.name}: image_cache needs the model's img_size: fit through a trainer or pass "
+                "image_cache_size"
+            )
+            raise ValueError(msg)
+        return int(size)
+
+    def _fill_caches(self) -> None:
+        size = self._cache_size()
+        for dataset in (self.train_data, self.val_data, self.test_data):
+            dataset.cache = build_cache(list(dataset.samples.image_path), size, self.image_cache, self.root)
+        rank_zero_info(f"{self.name}: images decoded once into a {size} px uint8 cache ({self.image_cache})")
+
+    def _loader(self, loader: DataLoader) -> DataLoader:
+        """Pin host memory when training on a GPU (faster, asynchronous copies to the device)."""
+        if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
+            loader.pin_memory = True
+        return loader
+
+    def train_dataloader(self) -> DataLoader:
+        """Anomalib's training loader, pinned on GPU (:meth:`_loader`)."""
+        return self._loader(super().train_dataloader())
+
+    def val_dataloader(self) -> DataLoader:
+        """Anomalib's validation loader, pinned on GPU (:meth:`_loader`)."""
+        return self._loader(super().val_dataloader())
+
+    def test_dataloader(self) -> DataLoader:
+        """Anomalib's test loader, pinned on GPU (:meth:`_loader`)."""
+        return self._loader(super().test_dataloader())
 
     @abstractmethod
     def build_samples(self) -> pd.DataFrame:
@@ -147,6 +198,8 @@ class SplitDataModule(AnomalibDataModule):
         self.train_data = SampleDataset(subsets["train"])
         self.val_data = SampleDataset(interleave_labels(subsets["val"]))
         self.test_data = SampleDataset(interleave_labels(subsets["test"]))
+        if self.image_cache is not None:
+            self._fill_caches()
         counts = samples.groupby(["split", "label_index"]).size().unstack(fill_value=0)
         rank_zero_info(f"{self.name} splits (rows: split, columns: 0 normal / 1 abnormal):\n{counts}")
 

@@ -80,6 +80,11 @@ class ChestXRayDataModule(SplitDataModule):
     cache). ``on_bad_image="raise"`` then stops with one error naming every bad file; ``"skip"``
     drops them with a warning naming them. Files are checked after the split is drawn, so a bad
     file shrinks its split rather than changing which files the others contain.
+
+    ``image_cache="memory"`` (or ``"file"``, kept beside the data) decodes and resizes every image
+    once at setup into a uint8 cache at the model's ``img_size`` (or ``image_cache_size``), so an
+    epoch reads no file (see :mod:`.image_cache`). Off by default: it rounds to 8 bits and augments
+    the resized image.
     """
 
     # Options that decide the drawn splits, named in the split log (a subclass without any sets ()).
@@ -99,6 +104,8 @@ class ChestXRayDataModule(SplitDataModule):
         split_seed: int = 0,
         positive_ratio: float = 1.0,
         on_bad_image: str = "raise",
+        image_cache: str | None = None,
+        image_cache_size: int | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -110,6 +117,8 @@ class ChestXRayDataModule(SplitDataModule):
             test_augmentations=test_augmentations,
             augmentations=augmentations,
             seed=seed,
+            image_cache=image_cache,
+            image_cache_size=image_cache_size,
         )
         if not 0.0 < positive_ratio <= 1.0:
             msg = (

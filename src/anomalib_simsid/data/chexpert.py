@@ -94,6 +94,8 @@ class CheXpert(ChestXRayDataModule):
         test_disease: ``"all"``, or one finding (e.g. ``"Pleural Effusion"``) for a per-disease test.
         per_disease_mode: ``"remove"`` other-disease test images, or ``"relabel"`` them normal (original).
         on_bad_image: ``"raise"`` (default) or ``"skip"`` unreadable files.
+        image_cache / image_cache_size: decode and resize every image once into a uint8 cache
+            (``"memory"`` or ``"file"``; side: the model's ``img_size``), see :class:`ChestXRayDataModule`.
     """
 
     def __init__(
@@ -114,6 +116,8 @@ class CheXpert(ChestXRayDataModule):
         test_disease: str = "all",
         per_disease_mode: str = "remove",
         on_bad_image: str = "raise",
+        image_cache: str | None = None,
+        image_cache_size: int | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -128,6 +132,8 @@ class CheXpert(ChestXRayDataModule):
             split_seed=split_seed,
             positive_ratio=positive_ratio,
             on_bad_image=on_bad_image,
+            image_cache=image_cache,
+            image_cache_size=image_cache_size,
         )
         if uncertain not in UNCERTAIN_POLICIES:
             msg = f"uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}"

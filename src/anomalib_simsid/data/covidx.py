@@ -98,6 +98,8 @@ class COVIDx(ChestXRayDataModule):
         split_seed: Seed of the validation draw and of the contamination draw.
         positive_ratio: Fraction of normal images in the training set (SimSID's config used 0.7).
         on_bad_image: ``"raise"`` (default) or ``"skip"`` unreadable files.
+        image_cache / image_cache_size: decode and resize every image once into a uint8 cache
+            (``"memory"`` or ``"file"``; side: the model's ``img_size``), see :class:`ChestXRayDataModule`.
     """
 
     def __init__(
@@ -117,6 +119,8 @@ class COVIDx(ChestXRayDataModule):
         split_seed: int = 0,
         positive_ratio: float = 1.0,
         on_bad_image: str = "raise",
+        image_cache: str | None = None,
+        image_cache_size: int | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -131,6 +135,8 @@ class COVIDx(ChestXRayDataModule):
             split_seed=split_seed,
             positive_ratio=positive_ratio,
             on_bad_image=on_bad_image,
+            image_cache=image_cache,
+            image_cache_size=image_cache_size,
         )
         if val_size < 2:
             msg = f"val_size must be at least 2 (validation needs both labels), got {val_size}"

@@ -37,6 +37,8 @@ class XRayFolder(ChestXRayDataModule):
         augmentations: Augmentations for every split without its own.
         seed: anomalib's seed (the splits are the folders, nothing is drawn).
         on_bad_image: ``"raise"`` (default) or ``"skip"`` unreadable files.
+        image_cache / image_cache_size: decode and resize every image once into a uint8 cache
+            (``"memory"`` or ``"file"``; side: the model's ``img_size``), see :class:`ChestXRayDataModule`.
     """
 
     split_options: tuple[str, ...] = ()  # nothing is drawn: the log names no split_seed or positive_ratio
@@ -55,6 +57,8 @@ class XRayFolder(ChestXRayDataModule):
         augmentations: Transform | None = None,
         seed: int = 0,
         on_bad_image: str = "raise",
+        image_cache: str | None = None,
+        image_cache_size: int | None = None,
     ) -> None:
         super().__init__(
             root=root,
@@ -67,6 +71,8 @@ class XRayFolder(ChestXRayDataModule):
             augmentations=augmentations,
             seed=seed,
             on_bad_image=on_bad_image,
+            image_cache=image_cache,
+            image_cache_size=image_cache_size,
         )
         self.normal_dir = normal_dir
         self.abnormal_dir = abnormal_dir

@@ -113,6 +113,8 @@ class ZhangLab(ChestXRayDataModule):
         positive_ratio: Fraction of normal images in the training set; below 1, seeded abnormal
             images from the pool replace normals (the original took them in listing order).
         on_bad_image: ``"raise"`` (default) or ``"skip"`` unreadable files, see :class:`ChestXRayDataModule`.
+        image_cache / image_cache_size: decode and resize every image once into a uint8 cache
+            (``"memory"`` or ``"file"``; side: the model's ``img_size``), see :class:`ChestXRayDataModule`.
         download: Fetch ``ChestXRay2017.zip`` from Mendeley Data (CC BY 4.0) when no layout is found.
         download_url: Where to download from (a mirror, or a ``file://`` URL).
         download_sha256: Expected sha256 of the archive; required for downloading because the
@@ -136,6 +138,8 @@ class ZhangLab(ChestXRayDataModule):
         split_seed: int = 0,
         positive_ratio: float = 1.0,
         on_bad_image: str = "raise",
+        image_cache: str | None = None,
+        image_cache_size: int | None = None,
         download: bool = False,
         download_url: str = ZHANGLAB_URL,
         download_sha256: str = ZHANGLAB_SHA256,
@@ -154,6 +158,8 @@ class ZhangLab(ChestXRayDataModule):
             split_seed=split_seed,
             positive_ratio=positive_ratio,
             on_bad_image=on_bad_image,
+            image_cache=image_cache,
+            image_cache_size=image_cache_size,
         )
         if val_source not in VAL_SOURCES:
             msg = f"val_source must be one of {VAL_SOURCES}, got {val_source!r}"

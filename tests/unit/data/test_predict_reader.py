@@ -102,7 +102,7 @@ def _scores(predictions: list) -> dict[str, float]:
 
 def test_engine_predict_scores_8_and_16_bit_alike(bit_depths: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", logger=False)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
     scores = _scores(engine.predict(SimSID(**TINY_MODEL), data_path=bit_depths))
     assert scores.keys() == {"same_8bit.png", "same_16bit.png"}
     assert scores["same_8bit.png"] == pytest.approx(scores["same_16bit.png"], abs=1e-4)
@@ -137,7 +137,7 @@ def test_cli_predict_scores_8_and_16_bit_alike(bit_depths: Path, tmp_path: Path)
     """`anomalib predict --model SimSID --ckpt_path X --data <folder>` in a fresh interpreter."""
     torch.manual_seed(0)
     model = SimSID(**TINY_MODEL)
-    engine = Engine(default_root_dir=tmp_path / "fit", accelerator="cpu", logger=False)
+    engine = Engine(default_root_dir=tmp_path / "fit", accelerator="cpu", devices=1, logger=False)
     expected = _scores(engine.predict(model, data_path=bit_depths))
     engine.trainer.save_checkpoint(tmp_path / "tiny.ckpt")
     model_args = [arg for key, value in TINY_MODEL.items() for arg in (f"--model.{key}", str(value))]

@@ -119,7 +119,8 @@ def test_ddp_without_unused_parameter_detection_is_refused_with_the_strategy_to_
     with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
         require_unused_parameter_detection(DDPStrategy())
     require_unused_parameter_detection(StrategyRegistry.get("ddp_find_unused_parameters_true"))
-    require_unused_parameter_detection(DDPStrategy(static_graph=True))
+    with pytest.raises(ValueError, match="static_graph=True"):  # issue 31: the graph is not static
+        require_unused_parameter_detection(DDPStrategy(static_graph=True))
     require_unused_parameter_detection(object())  # not DDP: nothing to check
 
 

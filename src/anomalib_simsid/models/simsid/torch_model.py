@@ -14,6 +14,7 @@ from .networks.critic import Discriminator
 from .networks.generator import Generator, GeneratorOutput
 from .networks.lowpass import GaussianBlur
 from .training.calibration import SharpnessCalibration, mean_abs_gradient
+from .training.precision import full_precision
 
 # Gaussian (pixels) of the diagnostic low-pass residual that the learning curves record.
 LOWPASS_SIGMA = 2.0
@@ -164,7 +165,8 @@ class SimSIDModel(nn.Module):
         and diagnosis: the critic on the input itself, the residual ``|x - x_hat|`` (mean, max, max of
         8x8-averaged blocks), its low-pass and sharpness-calibrated versions, the squared distance of
         the bottleneck queries to their memory reads, and the student-teacher reconstruction gap.
-        One generator forward (with the teacher) serves them all. Call in eval mode.
+        One generator forward (with the teacher) serves them all, in fp32 (:func:`full_precision`).
+        Call in eval mode.
 
         Args:
             image: pre-processed batch ``(B, C, H, W)`` in [-1, 1].
@@ -172,6 +174,10 @@ class SimSIDModel(nn.Module):
         Returns:
             One ``(B,)`` float score per name.
         """
+        with full_precision(image.device.type):
+            return self._diagnostic_scores(image)
+
+    def _diagnostic_scores(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         gray = self.prepare(image)
         generated = self.generator(gray, teacher=True)
         reconstruction = generated.reconstruction
@@ -212,11 +218,13 @@ class SimSIDModel(nn.Module):
             Eval: an :class:`~anomalib.data.InferenceBatch` (``pred_score``, ``anomaly_map``).
             Training: a :class:`SimSIDTrainOutput`.
         """
-        gray = self.prepare(image)
         if not self.training:
-            reconstruction = self.generator(gray).reconstruction
-            score = self.image_score(gray, reconstruction)
-            return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
+            with full_precision(image.device.type):
+                gray = self.prepare(image)
+                reconstruction = self.generator(gray).reconstruction
+                score = self.image_score(gray, reconstruction)
+                return InferenceBatch(pred_score=score, anomaly_map=(gray - reconstruction).abs())
+        gray = self.prepare(image)
         with torch.set_grad_enabled(full_pass and torch.is_grad_enabled()):
             generated = self.generator(gray, teacher=full_pass)
         return SimSIDTrainOutput(

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
@@ -52,37 +51,53 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def score_loader(pl_module: LightningModule, loader: Any, precision: str | None = None) -> dict[str, Any]:
-    """Every diagnostic score, the label and the path of each image of ``loader`` (eval mode).
+def score_tensors(
+    pl_module: LightningModule, loader: Any
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+    """Every diagnostic score (on the model's device), the labels and the paths of ``loader``'s images.
+
+    The scores are fp32 on every device and at every training precision, as validation's
+    ``image_AUROC`` and the exported graph (:meth:`SimSIDModel.diagnostic_scores`); they stay on the
+    device until the whole split is scored.
 
     Args:
         pl_module: the SimSID Lightning module.
         loader: a validation or test loader.
-        precision: the trainer's precision (``bf16`` autocast on CPU).
 
     Returns:
-        ``scores`` (name -> array), ``labels`` and ``paths``.
+        ``scores`` (name -> ``(n,)`` tensor), ``labels`` and ``paths``.
     """
     model = pl_module.model
     was_training = model.training
     model.eval()
-    bf16 = str(precision or "").startswith("bf16")
-    scores: dict[str, list[np.ndarray]] = {}
+    scores: dict[str, list[torch.Tensor]] = {}
     labels, paths = [], []
     try:
         for batch in loader:
-            image = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and image.device.type == "cpu"):
-                out = model.diagnostic_scores(image)
-            for name, value in out.items():
-                scores.setdefault(name, []).append(value.float().cpu().numpy())
-            labels.append(batch.gt_label.cpu().numpy())
+            image = pl_module.pre_processor.transform(batch.image.to(pl_module.device, non_blocking=True))
+            for name, value in model.diagnostic_scores(image).items():
+                scores.setdefault(name, []).append(value)
+            labels.append(batch.gt_label)
             paths.extend(batch.image_path)
     finally:
         model.train(was_training)
+    return {name: torch.cat(parts) for name, parts in scores.items()}, torch.cat(labels), paths
+
+
+def score_loader(pl_module: LightningModule, loader: Any) -> dict[str, Any]:
+    """:func:`score_tensors` as numpy arrays: ``scores`` by name, ``labels`` (int) and ``paths``.
+
+    Args:
+        pl_module: the SimSID Lightning module.
+        loader: a validation or test loader.
+
+    Returns:
+        ``scores`` (name -> array), ``labels`` and ``paths``.
+    """
+    scores, labels, paths = score_tensors(pl_module, loader)
     return {
-        "scores": {name: np.concatenate(parts) for name, parts in scores.items()},
-        "labels": np.concatenate(labels).astype(int),
+        "scores": {name: value.cpu().numpy() for name, value in scores.items()},
+        "labels": labels.cpu().numpy().astype(int),
         "paths": paths,
     }
 
@@ -156,7 +171,7 @@ class ScoreCurves(Callback):
         loaders = {"val": datamodule.val_dataloader, "test": datamodule.test_dataloader}
         new_rows, image_rows = [], []
         for split in self.splits:
-            result = score_loader(pl_module, loaders[split](), trainer.precision)
+            result = score_loader(pl_module, loaders[split]())
             labels = result["labels"]
             for name, values in result["scores"].items():
                 auroc = roc_auc_score(labels, values) if len(set(labels)) == 2 else float("nan")

@@ -62,8 +62,23 @@ class UpBlock(nn.Module):
         return self.block(x)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is stored NHWC (and not also NCHW, as tensors with one channel or pixel are).
+
+    Args:
+        x: a 4-D tensor.
+
+    Returns:
+        True for a channels-last layout.
+    """
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def patchify(x: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, C, H, W) -> (B*grid*grid, C, H/grid, W/grid), patches in row-major order.
+
+    The result keeps ``x``'s memory format: a channels-last input is cut in NHWC order, so the
+    convolutions after it get channels-last activations without another copy.
 
     Args:
         x: images.
@@ -73,12 +88,15 @@ def patchify(x: torch.Tensor, grid: int) -> torch.Tensor:
         The patches, batch-major.
     """
     b, c, h, w = x.shape
+    if is_channels_last(x):
+        x = x.permute(0, 2, 3, 1).view(b, grid, h // grid, grid, w // grid, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(b * grid * grid, h // grid, w // grid, c).permute(0, 3, 1, 2)
     x = x.view(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(b * grid * grid, c, h // grid, w // grid)
 
 
 def stitch(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """Inverse of :func:`patchify`.
+    """Inverse of :func:`patchify`, keeping ``x``'s memory format as it does.
 
     Args:
         x: patches as :func:`patchify` returns them.
@@ -88,5 +106,8 @@ def stitch(x: torch.Tensor, grid: int) -> torch.Tensor:
         The images.
     """
     n, c, h, w = x.shape
+    if is_channels_last(x):
+        x = x.permute(0, 2, 3, 1).view(n // (grid * grid), grid, grid, h, w, c).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(n // (grid * grid), grid * h, grid * w, c).permute(0, 3, 1, 2)
     x = x.view(n // (grid * grid), grid, grid, c, h, w).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(n // (grid * grid), c, grid * h, grid * w)

@@ -5,8 +5,9 @@ larger errors than smooth ones and the plain residual ranks smooth (often abnorm
 normal. :class:`SharpnessCalibration` scores the residual relative to the one expected at the
 image's sharpness; :func:`fit_calibration` refits that line on the training normals after every
 training epoch (as the training loader serves them, augmentation included), before validation and
-checkpointing, with the weights the model then holds. The pass over the training images runs under
-a forked RNG, so it changes no shuffle, augmentation or mask of training.
+checkpointing, with the weights the model then holds. The pass over the training images runs in fp32
+under a forked RNG, so the calibration does not depend on the training precision and changes no
+shuffle, augmentation or mask of training.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .precision import full_precision
 
 if TYPE_CHECKING:
     from ..lightning_model import SimSID
@@ -86,24 +90,72 @@ class SharpnessCalibration(nn.Module):
         return log_r - (self.intercept + self.slope * log_s)
 
 
-def for_each_training_image(module: SimSID, step: Callable[[torch.Tensor], None]) -> None:
-    """Call ``step`` on every pre-processed training batch, at the trainer's precision, RNG untouched.
+def training_loader(module: SimSID, shard: bool) -> DataLoader:
+    """Return the datamodule's training loader; with ``shard`` under DDP, this rank's share, in order.
+
+    Rank ``r`` of ``w`` reads images ``r, r + w, ...`` (``DistributedSampler`` without shuffling; it
+    repeats the first images to give every rank as many), so :func:`gather_in_order` restores the
+    single-process order.
+
+    Args:
+        module: the Lightning module, attached to a trainer with a datamodule.
+        shard: whether to read only this rank's share under DDP.
+
+    Returns:
+        The loader.
+    """
+    loader = module.trainer.datamodule.train_dataloader()
+    world = module.trainer.world_size
+    if not shard or world == 1:
+        return loader
+    sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=module.global_rank, shuffle=False)
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
+
+
+def gather_in_order(module: SimSID, values: torch.Tensor, total: int) -> torch.Tensor:
+    """Every rank's per-image ``values`` of a sharded pass, back in the loader's order.
+
+    Args:
+        module: the Lightning module.
+        values: this rank's ``(n,)`` values, as :func:`training_loader` served its images.
+        total: the number of training images.
+
+    Returns:
+        ``(total,)`` values of all ranks.
+    """
+    if module.trainer.world_size == 1:
+        return values
+    gathered = module.all_gather(values)  # (world, per_rank): rank r holds images r, r + w, ...
+    return gathered.transpose(0, 1).reshape(-1)[:total]
+
+
+def for_each_training_image(
+    module: SimSID, step: Callable[[torch.Tensor], None], shard: bool = False
+) -> None:
+    """Call ``step`` on every pre-processed training batch in fp32, RNG untouched.
 
     Args:
         module: the Lightning module, attached to a trainer with a datamodule.
         step: called with each pre-processed batch.
+        shard: under DDP, read only this rank's share (:func:`training_loader`).
     """
-    trainer = module.trainer
     devices = [module.device] if module.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        for batch in trainer.datamodule.train_dataloader():
-            image = module.pre_processor.transform(batch.image.to(module.device))
-            with trainer.precision_plugin.forward_context():
-                step(image)
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), full_precision(module.device.type):
+        for batch in training_loader(module, shard):
+            step(module.pre_processor.transform(batch.image.to(module.device, non_blocking=True)))
 
 
 def fit_calibration(module: SimSID) -> None:
     """Refit the calibration line on the training normals (a no-op without ``calibrated_residual``).
+
+    Under DDP every rank reads its share of the training set and the fit sees all of it.
 
     Args:
         module: the Lightning module, attached to a trainer with a datamodule.
@@ -122,7 +174,11 @@ def fit_calibration(module: SimSID) -> None:
         sharpness.append(mean_abs_gradient(gray))
 
     try:
-        for_each_training_image(module, collect)
-        model.calibration.fit(torch.cat(residuals), torch.cat(sharpness))
+        for_each_training_image(module, collect, shard=True)
+        total = len(module.trainer.datamodule.train_data)
+        model.calibration.fit(
+            gather_in_order(module, torch.cat(residuals), total),
+            gather_in_order(module, torch.cat(sharpness), total),
+        )
     finally:
         model.train(was_training)

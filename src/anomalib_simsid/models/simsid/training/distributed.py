@@ -6,7 +6,12 @@
   were not used in producing the loss"). Lightning registers strategies for exactly that
   (``--trainer.strategy ddp_find_unused_parameters_true``, also ``ddp_spawn_...``/``ddp_fork_...``);
   :func:`require_unused_parameter_detection` refuses any other DDP strategy at the start of fitting
-  with a message naming them, instead of failing after the first batch.
+  with a message naming them, instead of failing after the first batch. It also refuses
+  ``static_graph=True``: the graph is not static (critic-only batches have no generator graph, and
+  generator batches two backward passes), so DDP's recorded schedule would reduce the wrong buckets.
+* ``deterministic=True`` cannot run on CUDA: the decoder's bilinear upsampling has no deterministic
+  CUDA backward kernel, so PyTorch would stop at the first generator step;
+  :func:`refuse_deterministic_cuda` says so before training starts.
 * DDP keeps BatchNorm running statistics rank-local between forwards. :func:`broadcast_buffers`
   copies rank 0's buffers (BN statistics; memory queues, already identical through the gathered
   writes) to every rank before validation and at the end of training, so all ranks validate the
@@ -31,7 +36,14 @@ def require_unused_parameter_detection(strategy: object) -> None:
         return
     # Lightning exposes the DDP keyword arguments only through this attribute; it is read, never set.
     kwargs = getattr(strategy, "_ddp_kwargs", {})
-    if kwargs.get("find_unused_parameters") or kwargs.get("static_graph"):
+    if kwargs.get("static_graph"):
+        msg = (
+            f"SimSID under DDP cannot use static_graph=True ({type(strategy).__name__}): its graph changes "
+            "between critic-only and generator batches (two backward passes); use --trainer.strategy "
+            "ddp_find_unused_parameters_true"
+        )
+        raise ValueError(msg)
+    if kwargs.get("find_unused_parameters"):
         return
     msg = (
         f"SimSID under DDP ({type(strategy).__name__} with find_unused_parameters=False) needs DDP to find "
@@ -40,6 +52,21 @@ def require_unused_parameter_detection(strategy: object) -> None:
         "ddp_fork_find_unused_parameters_true), or DDPStrategy(find_unused_parameters=True)"
     )
     raise ValueError(msg)
+
+
+def refuse_deterministic_cuda(device: torch.device) -> None:
+    """Raise one clear error for ``deterministic=True`` (strict, not ``"warn"``) on a CUDA device."""
+    strict = (
+        torch.are_deterministic_algorithms_enabled()
+        and not torch.is_deterministic_algorithms_warn_only_enabled()
+    )
+    if device.type == "cuda" and strict:
+        msg = (
+            "SimSID cannot train with --trainer.deterministic true on CUDA: the decoder's bilinear "
+            "upsampling has no deterministic CUDA backward (PyTorch stops at the first generator step); "
+            "use --trainer.deterministic warn (or false)"
+        )
+        raise ValueError(msg)
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
