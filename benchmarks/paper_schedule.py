@@ -66,7 +66,7 @@ def fit_command(args: argparse.Namespace) -> list[str]:
 
 def audit(out: Path, root: str) -> str:
     """Audit the last evaluation's test scores (paper score); write and return ``audit.md``."""
-    from benchmarks.audit import auroc_ci, matched_auroc
+    from anomalib_simsid.audit import auroc_ci, matched_auroc
 
     table = pd.read_csv(out / "per_image.csv")
     last = table[(table.epoch == table.epoch.max()) & (table.split == "test")]
