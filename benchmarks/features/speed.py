@@ -23,7 +23,6 @@ from torch.nn import functional as F
 
 from benchmarks.features.cache import encoder
 from benchmarks.features.data import channel_draw, load
-from benchmarks.features.explore import parser as explore_parser
 from benchmarks.features.floors import PositionGaussian
 from benchmarks.features.model import FeatureSimSID, residuals
 
@@ -75,7 +74,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     saved = torch.load(args.checkpoint, weights_only=False)
-    v = explore_parser().parse_args([], namespace=argparse.Namespace(**saved["args"]))
+    v = argparse.Namespace(**saved["args"])
     layers, channels = tuple(int(x) for x in v.layers.split(",")), v.channels or None
     tr = load(v.dataset, "train", layers, v.grid, channels)
     model = FeatureSimSID(tr.features.shape[-1], v.grid, v.slots, v.topk, masked=v.masked)
