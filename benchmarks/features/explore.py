@@ -54,9 +54,10 @@ def run(args: argparse.Namespace, seed: int, splits: list[str]) -> list[dict]:
         evals[name] = ((split.features - mu) / sd, Evaluator(args.dataset, name, split), split)
     torch.manual_seed(seed)
     model = FeatureSimSID(train_z.shape[-1], args.grid, args.slots, args.topk, masked=args.masked)
+    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     rows, done, seconds = [], 0, []
     for epoch in sorted(int(e) for e in args.epochs.split(",")):
-        seconds += train(model, train_z, epoch - done, seed, lr=args.lr, start_epoch=done)
+        seconds += train(model, optimiser, train_z, epoch - done, seed, start_epoch=done)
         done = epoch
         for name, (z, evaluate, _) in evals.items():
             start = time.perf_counter()

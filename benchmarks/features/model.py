@@ -104,35 +104,28 @@ class FeatureSimSID(nn.Module):
 
 
 def train(
-    model: FeatureSimSID, z: np.ndarray, epochs: int, seed: int, batch: int = 32, lr: float = 1e-3,
-    log_every: int = 0, start_epoch: int = 0,
+    model: FeatureSimSID, optimiser: torch.optim.Optimizer, z: np.ndarray, epochs: int, seed: int,
+    batch: int = 32, start_epoch: int = 0,
 ) -> list[float]:  # fmt: skip
     """Train on standardised features ``z (N, P, C)`` with MSE; returns seconds per epoch.
 
-    The model is initialised under ``seed`` by the caller (``torch.manual_seed`` before building it);
-    ``start_epoch`` continues a run (its optimiser state is kept on the model between calls) with the
-    batch order of those epochs, so 5 + 5 epochs equal 10.
+    The model is initialised under ``seed`` by the caller (``torch.manual_seed`` before building it).
+    Epoch ``e`` shuffles with seed ``(seed, e)``, so a run continued with ``start_epoch`` and the same
+    optimiser (5 + 5 epochs) equals one of 10 epochs.
     """
     data = torch.from_numpy(z).float()
-    if not hasattr(model, "_optimiser"):
-        model._optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    optimiser = model._optimiser
     times = []
     model.train()
     for epoch in range(start_epoch, start_epoch + epochs):
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         start = time.perf_counter()
-        total = 0.0
         for idx in torch.randperm(len(data), generator=generator).split(batch):
             x = data[idx]
             loss = F.mse_loss(model(x), x)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += loss.item() * len(idx)
         times.append(time.perf_counter() - start)
-        if log_every and (epoch + 1) % log_every == 0:
-            print(f"  epoch {epoch + 1}: loss {total / len(data):.4f} ({times[-1]:.1f} s)", flush=True)
     return times
 
 

@@ -77,7 +77,7 @@ def test_feature_simsid_trains_and_keeps_shapes(masked: bool) -> None:
     torch.manual_seed(0)
     z = np.random.default_rng(0).normal(size=(8, 16, 16)).astype(np.float32)
     model = FeatureSimSID(16, 4, num_slots=6, masked=masked)
-    seconds = train(model, z, epochs=2, seed=0, batch=4)
+    seconds = train(model, torch.optim.Adam(model.parameters(), lr=1e-3), z, epochs=2, seed=0, batch=4)
     assert len(seconds) == 2
     r = residuals(model, z)
     assert r.shape == z.shape
@@ -97,3 +97,18 @@ def test_masked_feature_simsid_does_not_see_the_position_it_inpaints() -> None:
     unmasked = FeatureSimSID(16, 4, num_slots=6, masked=False).eval()
     with torch.no_grad():
         assert not torch.allclose(unmasked(x)[0, 5], unmasked(changed)[0, 5])
+
+
+def test_a_continued_run_equals_one_run() -> None:
+    z = np.random.default_rng(0).normal(size=(8, 16, 16)).astype(np.float32)
+    states = []
+    for split in ((2,), (1, 1)):
+        torch.manual_seed(0)
+        model = FeatureSimSID(16, 4, num_slots=6)
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+        done = 0
+        for epochs in split:
+            train(model, optimiser, z, epochs, seed=3, batch=4, start_epoch=done)
+            done += epochs
+        states.append(residuals(model, z))
+    assert np.allclose(states[0], states[1], atol=1e-6)
