@@ -41,7 +41,7 @@ def grid_features(blocks: dict[int, np.ndarray], grid: int) -> np.ndarray:
 
 def channel_draw(total: int, n_channels: int | None) -> np.ndarray | None:
     """Draw ``n_channels`` of ``total`` channel indices once (seed ``CHANNEL_SEED``), sorted."""
-    if n_channels is None or n_channels >= total:
+    if not n_channels or n_channels >= total:  # None or 0: all channels
         return None
     return np.sort(np.random.default_rng(CHANNEL_SEED).choice(total, n_channels, replace=False))
 

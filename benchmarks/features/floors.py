@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--dataset", action="append", default=None)
     parser.add_argument("--layers", default="1,2,3")
     parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--channels", type=int, default=100)
+    parser.add_argument("--channels", type=int, default=100, help="random channels drawn (0 = all)")
     parser.add_argument("--ridge", type=float, default=1.0)
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--draws", type=int, default=1000)
@@ -119,7 +119,7 @@ def main() -> None:
     layers = tuple(int(v) for v in args.layers.split(","))
     rows = []
     for dataset in args.dataset or ["zhanglab", "adult-cxr-dev"]:
-        train = load(dataset, "train", layers, args.grid, args.channels)
+        train = load(dataset, "train", layers, args.grid, args.channels or None)
         start = time.perf_counter()
         models = {"gaussian": PositionGaussian(train.features)}
         fit = {"gaussian": time.perf_counter() - start}
@@ -127,7 +127,7 @@ def main() -> None:
         models["ridge"] = RidgeInpainting(train.features, args.grid, args.ridge)
         fit["ridge"] = time.perf_counter() - start
         for split_name in args.splits.split(","):
-            split = load(dataset, split_name, layers, args.grid, args.channels)
+            split = load(dataset, split_name, layers, args.grid, args.channels or None)
             evaluate = Evaluator(dataset, split_name, split)
             for name, model in models.items():
                 dist = model.distance(split.features)

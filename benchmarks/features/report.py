@@ -110,15 +110,17 @@ def main() -> None:
     fv = floors[floors.split == "val"]
     print("Floors on validation (no training; same features, same pairs):\n")
     print(
-        "| floor | grid | read-out | ZhangLab val AUROC | matched | adult val AUROC | matched | criterion |\n"
-        + "|---" * 8
-        + "|"
+        "| floor | layers | grid | channels | read-out | ZhangLab val AUROC | matched "
+        "| adult val AUROC | matched | criterion |\n" + "|---" * 10 + "|"
     )
-    for (grid, floor, readout), part in fv.groupby(["grid", "floor", "readout"], sort=False):
+    for (layers, grid, channels, floor, readout), part in fv.groupby(
+        ["layers", "grid", "channels", "floor", "readout"], sort=False
+    ):
         z, a = part[part.dataset == "zhanglab"].iloc[0], part[part.dataset == "adult-cxr-dev"].iloc[0]
         criterion = (z.auroc + z.matched + a.auroc + a.matched) / 4
         print(
-            f"| {floor} | {grid} | {readout} | {pct(z.auroc)} | {pct(z.matched)} | {pct(a.auroc)} "
+            f"| {floor} | {layers} | {grid} | {channels or 'all'} | {readout} | {pct(z.auroc)} "
+            f"| {pct(z.matched)} | {pct(a.auroc)} "
             f"| {pct(a.matched)} | {pct(criterion)} |"
         )
     print(f"\nWinner: {dict(winner)}\n")

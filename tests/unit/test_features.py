@@ -22,6 +22,7 @@ def test_grid_features_resizes_every_block_to_one_grid() -> None:
     assert np.allclose(out[..., :3], 1)
     assert np.allclose(out[..., 3:], 0)
     assert channel_draw(8, None) is None
+    assert channel_draw(8, 0) is None  # 0 = all, as on the command line
     drawn = list(channel_draw(10, 4))
     assert drawn == sorted(set(drawn))
     assert len(drawn) == 4
