@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.features.cache import encoder
+from benchmarks.features.cache import WORK, encoder
 from benchmarks.features.data import channel_draw, load
 from benchmarks.features.floors import PositionGaussian
 from benchmarks.features.model import FeatureSimSID, residuals
@@ -81,10 +81,8 @@ def main() -> None:
     model.load_state_dict(saved["model"])
     z = (tr.features - saved["mu"]) / saved["sd"]
     gaussian = PositionGaussian(residuals(model, z))
-    total = np.load(
-        Path("benchmarks/work/features") / v.dataset / "train" / "blocks.1.npy", mmap_mode="r"
-    ).shape[1]
-    total += sum(np.load(Path("benchmarks/work/features") / v.dataset / "train" / f"blocks.{b}.npy",
+    total = np.load(WORK / v.dataset / "train" / "blocks.1.npy", mmap_mode="r").shape[1]
+    total += sum(np.load(WORK / v.dataset / "train" / f"blocks.{b}.npy",
                          mmap_mode="r").shape[1] for b in layers[1:])  # fmt: skip
     scorer = FeatureScorer(model, layers, v.grid, channel_draw(total, channels), saved["mu"].ravel(),
                            saved["sd"].ravel(), gaussian, args.readout).eval()  # fmt: skip
