@@ -1,8 +1,9 @@
 """SimSID's space-aware memory and in-painting block on a frozen feature grid (the product modules).
 
 Each grid position of the cached feature map is one SimSID "patch" of spatial size 1: the product's
-:class:`~anomalib_simsid.models.simsid.inpainting.InpaintingBlock` (``num_patch = grid``, so one
-:class:`~anomalib_simsid.models.simsid.memory.MemoryMatrix` per position, sparse top-k read, attention of
+:class:`~anomalib_simsid.models.simsid.networks.inpainting.InpaintingBlock` (``num_patch = grid``,
+so one :class:`~anomalib_simsid.models.simsid.networks.memory.MemoryMatrix` per position, sparse top-k
+read, attention of
 each position over its 8 neighbours' memory reads, binary position code) followed by a linear 1x1
 head back to the feature width (the pixel model's decoder has no counterpart here: the target is the
 feature itself). The model is trained to reproduce each position's standardised feature; the anomaly
@@ -24,14 +25,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anomalib_simsid.models.simsid.inpainting import InpaintingBlock
-from anomalib_simsid.models.simsid.memory import MemoryMatrix
+from anomalib_simsid.models.simsid.networks.inpainting import InpaintingBlock
+from anomalib_simsid.models.simsid.networks.memory import MemoryMatrix
 
 
 class GridMemory(MemoryMatrix):
     """:class:`MemoryMatrix` read for all memories at once (one batched matmul instead of a loop).
 
-    The same parameter, the same read as :func:`~anomalib_simsid.models.simsid.memory.sparse_read`
+    The same parameter, the same read as :func:`~anomalib_simsid.models.simsid.networks.memory.sparse_read`
     (softmax, keep weights strictly above the k-th largest, L1 re-normalise, straight-through), only
     vectorised over the ``num_memory`` positions: with 256 grid positions the product's Python loop
     made a training step ~10x slower. ``tests``-style check: :func:`check_grid_memory`.

@@ -81,7 +81,13 @@ def images(tmp_path: Path) -> Path:
 
 def test_console_scripts_point_at_the_cli_mains() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"simsid-export", "simsid-score", "simsid-config", "simsid-backbones"}
+    assert set(scripts) == {
+        "simsid-export",
+        "simsid-score",
+        "simsid-config",
+        "simsid-backbones",
+        "simsid-audit",
+    }
     for target in scripts.values():
         module, _, name = target.partition(":")
         assert callable(getattr(import_module(module), name))

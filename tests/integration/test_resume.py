@@ -121,7 +121,10 @@ def test_resumed_train_tests_the_trained_model_not_the_resume_checkpoint(
     trained = model.model.discriminator.fc.weight.detach()
     assert not torch.equal(trained, start_weights)
     assert torch.equal(tested.seen[-1], trained)
-    assert reported == resumed.test(model, datamodule=data())
+    expected = resumed.test(model, datamodule=data())
+    # The audit metrics are nan on this tiny test set (too few matched pairs): nan equals nan here.
+    assert len(reported) == len(expected)
+    assert all(got == pytest.approx(want, nan_ok=True) for got, want in zip(reported, expected, strict=True))
 
 
 def test_failed_run_leaves_latest_on_the_previous_run(tmp_path: Path, digit_root: Path) -> None:
