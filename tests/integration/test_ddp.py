@@ -84,8 +84,10 @@ def _train(workdir: Path) -> None:
             "image_AUROC": float(trainer.callback_metrics["image_AUROC"]),
             "calibration_rows": sum(calibration_rows),
         },
-        workdir / f"rank{trainer.global_rank}.pt",
+        workdir / f"rank{trainer.global_rank}.pt.tmp",
     )
+    # Atomic: the test waits for the file to exist, so it must never see half of it.
+    os.replace(workdir / f"rank{trainer.global_rank}.pt.tmp", workdir / f"rank{trainer.global_rank}.pt")
 
 
 def test_ddp_ranks_hold_identical_queue_and_weights(tmp_path: Path) -> None:
@@ -100,7 +102,12 @@ def test_ddp_ranks_hold_identical_queue_and_weights(tmp_path: Path) -> None:
         )  # fmt: skip
     assert proc.returncode == 0, log.read_text()[-4000:]
 
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # Rank 0 (the launching process) can return before rank 1 has written its file: wait for it.
+    files = [tmp_path / f"rank{r}.pt" for r in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(f.exists() for f in files) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ranks = [torch.load(f, weights_only=True) for f in files]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     # 36 images -> 18 per rank -> batches of 8, 8 and 2 per rank and epoch.
     assert len(ranks[0]["steps"]) == len(ranks[1]["steps"]) == 3 * EPOCHS
