@@ -22,28 +22,15 @@ from __future__ import annotations
 
 import functools
 import gc
-import importlib
 from types import ModuleType
 from typing import Any
 
 import pandas as pd
 import torch
 
-from anomalib_simsid.models import SimSID
+from .cli import names_simsid
 
 _STATE = {"simsid_grid": False, "collected": 0}
-
-
-def names_simsid(class_path: Any) -> bool:
-    """Whether ``class_path`` (``SimSID``, ``anomalib_simsid.SimSID``, ...) names SimSID or a subclass."""
-    if not isinstance(class_path, str):
-        return False
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name or "anomalib.models"), name)
-    except (ImportError, AttributeError, ValueError):
-        return False
-    return isinstance(cls, type) and issubclass(cls, SimSID)
 
 
 def holds_simsid(config: Any) -> bool:

@@ -40,12 +40,8 @@ def _config(cli: Any) -> Any:
     return cli.config.get(str(cli.subcommand), cli.config)
 
 
-def is_simsid_run(cli: Any) -> bool:
-    """Whether the parsed ``--model`` class path names SimSID or a subclass of it."""
-    model = _config(cli).get("model")
-    class_path = getattr(model, "class_path", None) or (
-        model.get("class_path") if isinstance(model, dict) else None
-    )
+def names_simsid(class_path: Any) -> bool:
+    """Whether ``class_path`` (``SimSID``, ``anomalib_simsid.SimSID``, ...) names SimSID or a subclass."""
     if not isinstance(class_path, str):
         return False
     module_name, _, name = class_path.rpartition(".")
@@ -54,6 +50,14 @@ def is_simsid_run(cli: Any) -> bool:
     except (ImportError, AttributeError, ValueError):
         return False
     return isinstance(cls, type) and issubclass(cls, SimSID)
+
+
+def is_simsid_run(cli: Any) -> bool:
+    """Whether the parsed ``--model`` class path names SimSID or a subclass of it."""
+    model = _config(cli).get("model")
+    return names_simsid(
+        getattr(model, "class_path", None) or (model.get("class_path") if isinstance(model, dict) else None)
+    )
 
 
 def _wrap(module: ModuleType, fix: Callable[[Any], None]) -> None:
