@@ -38,7 +38,7 @@ def encoder() -> torch.nn.Module:
     """ImageNet EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) from the offline weight package, eval."""
     import timm
 
-    from benchmarks.backbones import _match, efficientnet_lite0_weights_file, load_weights_file
+    from anomalib_simsid.backbones import _match, efficientnet_lite0_weights_file, load_weights_file
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = _match(load_weights_file(efficientnet_lite0_weights_file()), model.state_dict(), True, "lite0")

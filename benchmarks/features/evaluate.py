@@ -1,6 +1,6 @@
 """Plain and sharpness-matched AUROC of per-image scores, with the audit's one matching definition.
 
-The pairs come from :func:`benchmarks.audit.core.pairs_table` on the audit's image statistics (the
+The pairs come from :func:`anomalib_simsid.audit.core.pairs_table` on the audit's image statistics (the
 images as the models see them, 128 px); they depend only on the split, so they are computed once per
 split and stored under ``benchmarks/work/features/<dataset>/<split>/pairs_sharpness.csv``.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.audit.core import image_table, pairs_table
-from benchmarks.audit.matching import DRAWS, Auroc, auroc_ci, matched_auroc_ci
+from anomalib_simsid.audit.core import image_table, pairs_table
+from anomalib_simsid.audit.matching import DRAWS, Auroc, auroc_ci, matched_auroc_ci
 from benchmarks.features.cache import WORK
 from benchmarks.features.data import Split
 

@@ -21,6 +21,9 @@ STATISTICS_ALIAS = "statistics"  # --models statistics: every statistic baseline
 SCORES_FILE = "scores.csv.gz"
 SELECT = ("last", "best_val_auroc")  # checkpoints a model can be tested at; "last" is always tested first
 SELECT_LABEL = {"last": "last", "best_val_auroc": "best val"}
+# Image score read-outs: "score" is the model's own image score (anomalib's pred_score; the anomaly
+# map's maximum where a model has none), "mean" the mean of its anomaly map over pixels.
+READOUTS = ("score", "mean")
 
 
 @dataclass
@@ -42,6 +45,9 @@ class ModelSpec:
     # Record every SimSID score on validation and test after each epoch (ScoreCurves) into the job
     # folder's curves.csv and per_image.csv: the paper's score and the alternatives from one training.
     curves: bool = False
+    # Image score read-outs of the same run, one result row each (see READOUTS), e.g. [score, mean]
+    # gives the rows "PaDiM" and "PaDiM (mean)": how the map is read out moves AUROC as much as the model.
+    readouts: list[str] = field(default_factory=lambda: ["score"])
 
     @property
     def selects(self) -> list[str]:
@@ -49,9 +55,15 @@ class ModelSpec:
         chosen = [self.select] if isinstance(self.select, str) else list(self.select)
         return [s for s in SELECT if s in chosen]
 
-    def entry(self, select: str) -> str:
-        """Name of one result row in the tables: the model, plus the checkpoint when it tests several."""
-        return self.name if len(self.selects) == 1 else f"{self.name}, {SELECT_LABEL[select]}"
+    def entry(self, select: str, readout: str = "score") -> str:
+        """Name of one result row: the model, plus the checkpoint when it tests several, plus the read-out."""
+        name = self.name if len(self.selects) == 1 else f"{self.name}, {SELECT_LABEL[select]}"
+        return name if readout == "score" else f"{name} ({readout})"
+
+    @property
+    def entries(self) -> list[tuple[str, str]]:
+        """``(select, readout)`` of every result row, in table order."""
+        return [(select, readout) for select in self.selects for readout in self.readouts]
 
 
 @dataclass
@@ -82,7 +94,8 @@ class Job:
     def spec_hash(self) -> str:
         """Identity of the job's settings, so ``--resume`` never reuses a result of other settings."""
         # A key added to ModelSpec later enters the hash only when set, so earlier rows keep theirs.
-        model = {k: v for k, v in self.model.items() if not (k == "curves" and not v)}
+        defaults = {"curves": False, "readouts": ["score"]}
+        model = {k: v for k, v in self.model.items() if not (k in defaults and v == defaults[k])}
         payload = json.dumps([self.dataset, model, self.seed, self.accelerator], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -100,6 +113,9 @@ def _check_model(spec: ModelSpec, where: str) -> None:
     chosen = [spec.select] if isinstance(spec.select, str) else spec.select
     if not chosen or not set(chosen) <= set(SELECT):
         msg = f"{where}: model {spec.name}: select must be one or a list of {SELECT}, got {spec.select!r}"
+        raise ValueError(msg)
+    if not spec.readouts or not set(spec.readouts) <= set(READOUTS):
+        msg = f"{where}: model {spec.name}: readouts must be a non-empty list of {READOUTS}: {spec.readouts}"
         raise ValueError(msg)
     every = spec.trainer.get("check_val_every_n_epoch", 1)
     if every != 1:  # best_val_auroc and the per-epoch history need a validation at each epoch end

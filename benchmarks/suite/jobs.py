@@ -70,20 +70,28 @@ def _progress_callback(job_id: str, job_dir: Path, prior_fit_s: float, history: 
     return Progress()
 
 
-def _raw_scores(model: Any, loader: Any, device: Any) -> tuple[np.ndarray, np.ndarray, list[str], float]:
-    """Raw per-image scores (the anomaly map's maximum for models without an image score) and labels."""
+def _raw_scores(
+    model: Any, loader: Any, device: Any, readouts: list[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], float]:
+    """Raw per-image scores under each read-out (see ``READOUTS``) and the labels, in one pass."""
     import torch
 
-    scores, labels, paths = [], [], []
+    scores: dict[str, list[np.ndarray]] = {r: [] for r in readouts}
+    labels, paths = [], []
     start = time.perf_counter()
     for batch, output in iter_outputs(model, loader, device):
-        score = output.pred_score
-        if score is None:
-            score = torch.amax(output.anomaly_map, dim=(-2, -1))
-        scores.append(score.detach().float().reshape(-1).cpu().numpy())
+        for readout in readouts:
+            if readout == "mean":
+                score = torch.mean(output.anomaly_map.float(), dim=(-2, -1))
+            else:
+                score = output.pred_score
+                if score is None:
+                    score = torch.amax(output.anomaly_map, dim=(-2, -1))
+            scores[readout].append(score.detach().float().reshape(-1).cpu().numpy())
         labels.append(batch.gt_label.reshape(-1).cpu().numpy())
         paths.extend(str(p) for p in batch.image_path)
-    return np.concatenate(scores), np.concatenate(labels), paths, time.perf_counter() - start
+    joined = {r: np.concatenate(s) for r, s in scores.items()}
+    return joined, np.concatenate(labels), paths, time.perf_counter() - start
 
 
 def _latency_ms(model: Any, dataset: Any, count: int, device: Any) -> float:
@@ -264,13 +272,13 @@ def _select(job: Job, run: _Fitted, select: str) -> dict[str, Any]:
 
 
 def _score_frame(
-    job: Job, spec: ModelSpec, select: str, paths: list[str], labels: Any, scores: Any
+    job: Job, spec: ModelSpec, select: str, paths: list[str], labels: Any, scores: Any, readout: str = "score"
 ) -> pd.DataFrame:
     """Every test image's raw score; paths relative to the dataset root (``benchmarks.audit`` reads them)."""
     return pd.DataFrame({
         "dataset": job.dataset["name"],
         "model": spec.name,
-        "entry": spec.entry(select),
+        "entry": spec.entry(select, readout),
         "select": select,
         "seed": job.seed,
         "image": [_relative(p, job.dataset["init_args"].get("root", "")) for p in paths],
@@ -279,8 +287,8 @@ def _score_frame(
     })  # fmt: skip
 
 
-def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Score the test set with the model of ``select``: one result row and the per-image scores."""
+def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Score the test set with the model of ``select``: per read-out, one result row and the scores."""
     import torch
 
     selected = _select(job, run, select)
@@ -293,29 +301,36 @@ def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> tuple[dict[st
         "cuda" if job.accelerator in {"gpu", "cuda"} and torch.cuda.is_available() else "cpu"
     )
     model = run.model.to(device).eval()
-    scores, labels, paths, test_s = _raw_scores(model, run.datamodule.test_dataloader(), device)
-    threshold = float(model.post_processor.image_threshold) if model.post_processor else math.nan
-    metrics = image_metrics(labels, scores, threshold)
+    loader = run.datamodule.test_dataloader()
+    scores, labels, paths, test_s = _raw_scores(model, loader, device, spec.readouts)
     latency = _latency_ms(model, run.datamodule.test_data, job.latency_images, device)
-    _log(
-        job.job_id,
-        f"{select}: AUROC {metrics['image_AUROC']:.4f}, F1 {metrics['image_F1']:.4f}, "
-        f"fit {run.common['fit_s']:.0f} s, latency {latency:.1f} ms",
-    )
-    result = {
-        **run.common,
-        "entry": spec.entry(select),
-        "select": select,
-        **metrics,
-        "n_test": len(labels),
-        "n_test_anomalous": int(labels.sum()),
-        **selected,
-        "test_s": test_s,
-        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
-        "latency_ms": latency,
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else math.nan,
-    }
-    return result, _score_frame(job, spec, select, paths, labels, scores)
+    tested = []
+    for readout, readout_scores in scores.items():
+        # anomalib's validation threshold belongs to the model's own score, not to another read-out
+        own = readout == "score" and model.post_processor
+        threshold = float(model.post_processor.image_threshold) if own else math.nan
+        metrics = image_metrics(labels, readout_scores, threshold)
+        _log(
+            job.job_id,
+            f"{spec.entry(select, readout)}: AUROC {metrics['image_AUROC']:.4f}, "
+            f"F1 {metrics['image_F1']:.4f}, fit {run.common['fit_s']:.0f} s, latency {latency:.1f} ms",
+        )
+        result = {
+            **run.common,
+            "entry": spec.entry(select, readout),
+            "select": select,
+            **metrics,
+            "n_test": len(labels),
+            "n_test_anomalous": int(labels.sum()),
+            **selected,
+            "test_s": test_s,
+            "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
+            "latency_ms": latency,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else math.nan,
+        }
+        frame = _score_frame(job, spec, select, paths, labels, readout_scores, readout)
+        tested.append((result, frame))
+    return tested
 
 
 def _statistic(
@@ -359,6 +374,47 @@ def _statistic(
     return result, _score_frame(job, spec, "last", list(test.image_path), labels, scores)
 
 
+def _feature(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the test set by a feature-space model (``benchmarks.features.suite``): cached features."""
+    datamodule.prepare_data()
+    datamodule.setup()
+    root = str(job.dataset["init_args"].get("root", ""))
+    splits = {
+        name: model.split(name, root, list(data.samples.image_path))
+        for name, data in (("train", datamodule.train_data), ("test", datamodule.test_data))
+    }
+    fitted = model.fit(splits["train"], job.seed)
+    start = time.perf_counter()
+    scores = model.score(splits["test"])
+    test_s = time.perf_counter() - start
+    labels = datamodule.test_data.samples.label_index.to_numpy().astype(int)
+    metrics = image_metrics(labels, scores, math.nan)
+    _log(job.job_id, f"{model.method}: fit {fitted['fit_s']:.0f} s, test AUROC {metrics['image_AUROC']:.4f}")
+    common = _common(
+        job, spec, datamodule, max_epochs=fitted["epochs"], max_time="", epochs_run=fitted["epochs"],
+        global_steps=0, fit_s=fitted["fit_s"], resumed=False, val_history="[]",
+    )  # fmt: skip
+    result = {
+        **common,
+        "entry": spec.entry("last"),
+        "select": "last",
+        **metrics,
+        "n_test": len(labels),
+        "n_test_anomalous": int(labels.sum()),
+        "selected_epoch": fitted["epochs"] - 1,
+        "selected_step": math.nan,
+        "selected_val_AUROC": math.nan,
+        "s_per_epoch": fitted["s_per_epoch"],
+        "test_s": test_s,
+        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
+        "latency_ms": 1000 * test_s / max(len(labels), 1),  # on cached features: the encoder is not timed
+        "checkpoint_path": "",
+        "peak_cuda_mb": math.nan,
+    }
+    frame = _score_frame(job, spec, "last", list(datamodule.test_data.samples.image_path), labels, scores)
+    return result, frame
+
+
 def run_job(job: Job) -> list[dict[str, Any]]:
     """Fit one (model, dataset, seed) and test every selected checkpoint of that one run.
 
@@ -373,11 +429,15 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     _log(job.job_id, f"start: {spec.class_path} {spec.init_args} max_epochs={spec.max_epochs}")
     started = time.perf_counter()
     datamodule, model = _setup(job, spec)
+    from benchmarks.features.suite import FeatureModel  # torch: only in the job's process
+
     if isinstance(model, StatisticBaseline):
         tested = [_statistic(job, spec, datamodule, model)]
+    elif isinstance(model, FeatureModel):
+        tested = [_feature(job, spec, datamodule, model)]
     else:
         run = _fit(job, spec, datamodule, model)
-        tested = [_test(job, spec, run, select) for select in spec.selects]
+        tested = [row for select in spec.selects for row in _test(job, spec, run, select)]
     peak = {
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "job_s": time.perf_counter() - started,

@@ -17,7 +17,7 @@ from benchmarks.suite.config import SCORES_FILE, ModelSpec, is_statistic, safe_n
 
 def entries(models: Sequence[ModelSpec]) -> list[str]:
     """Table rows in config order: one per model and tested checkpoint (``ModelSpec.entry``)."""
-    return [m.entry(select) for m in models for select in m.selects]
+    return [m.entry(*e) for m in models for e in m.entries]
 
 
 def normalise(frame: pd.DataFrame, models: Sequence[ModelSpec]) -> pd.DataFrame:
@@ -107,8 +107,8 @@ def summary_table(
     for spec in models:
         spec_seeds = spec.seeds if spec.seeds is not None else seeds
         cap = f", cap {_max_time(spec)}" if _max_time(spec) else ""
-        for select in spec.selects:
-            name = spec.entry(select)
+        for select, readout in spec.entries:
+            name = spec.entry(select, readout)
             r = results[(results.dataset == dataset) & (results.entry == name)] if len(results) else results
             if r.empty:
                 not_run = f"not run ({budget(spec, spec_seeds)}; see Notes)"

@@ -71,6 +71,7 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
         {"name": "SimSID", "class_path": "anomalib_simsid.SimSID", "init_args": TINY_MODEL, "max_epochs": 1,
          "select": "best_val_auroc"},
         {"name": "PaDiM", "class_path": "anomalib.models.Padim", "seeds": [0, 1], "data": NO_AUGMENTATION,
+         "readouts": ["score", "mean"],
          "init_args": {"backbone": "resnet18", "layers": ["layer1", "layer2"], "pre_trained": False,
                        "n_features": 20, "pre_processor": resnet}},
         {"name": "PatchCore", "class_path": "anomalib.models.Patchcore", "data": NO_AUGMENTATION,
@@ -86,7 +87,7 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
     expected = {("SimSID", 0), ("PaDiM", 0), ("PaDiM", 1), ("PatchCore", 0), ("stat: sharpness", 0)}
     assert set(zip(results.model, results.seed, strict=True)) == expected
     assert (results.dataset == "DigitAnatomy").all()
-    trained = results[results.model != "stat: sharpness"]
+    trained = results[(results.model != "stat: sharpness") & (results.entry != "PaDiM (mean)")]
     for column in ("image_AUROC", "image_AUPR", "image_F1", "image_accuracy", "oracle_accuracy", "oracle_F1",
                    "val_threshold", "fit_s", "latency_ms", "peak_rss_mb"):  # fmt: skip
         assert np.isfinite(trained[column]).all(), column
@@ -97,10 +98,18 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
     assert stat.epochs_run == 0
     assert stat.statistic_sign in (-1, 1)
 
+    # the map's mean, from the same run as PaDiM's own score (the map's max): below it, image for image
+    mean_rows = results[results.entry == "PaDiM (mean)"]
+    assert sorted(mean_rows.seed) == [0, 1]
+    assert mean_rows.val_threshold.isna().all()  # anomalib's threshold belongs to the model's own score
     scores = pd.read_csv(out / SCORES_FILE)
-    assert len(scores) == len(expected) * 2 * TINY_DATA["num_test"]
+    assert len(scores) == (len(expected) + 2) * 2 * TINY_DATA["num_test"]
+    own = scores[scores.entry == "PaDiM"].set_index(["seed", "image"]).score
+    mean = scores[scores.entry == "PaDiM (mean)"].set_index(["seed", "image"]).score.loc[own.index]
+    assert (mean.to_numpy() < own.to_numpy()).all()
     summary = (out / "summary.md").read_text()
     assert "| PaDiM | 2 (0, 1) |" in summary
+    assert "| PaDiM (mean) | 2 (0, 1) |" in summary
     assert "oracle" in summary
     assert "| stat: sharpness |" in summary.split("Statistic baselines, not models")[1]
     assert "| stat: sharpness |" not in summary.split("Statistic baselines, not models")[0]

@@ -113,3 +113,36 @@ def test_a_continued_run_equals_one_run() -> None:
             done += epochs
         states.append(residuals(model, z))
     assert np.allclose(states[0], states[1], atol=1e-6)
+
+
+def _write_cache(work, dataset: str, split: str, images: list[str], rng: np.random.Generator) -> None:
+    import json
+
+    folder = work / dataset / split
+    folder.mkdir(parents=True)
+    for block, (channels, side) in {1: (4, 8), 2: (4, 4), 3: (4, 2)}.items():
+        features = rng.normal(size=(len(images), channels, side, side)).astype(np.float16)
+        np.save(folder / f"blocks.{block}.npy", features)
+    np.save(folder / "labels.npy", np.zeros(len(images), np.int8))
+    (folder / "images.json").write_text(json.dumps({"root": "data", "images": images}))
+
+
+@pytest.mark.parametrize("method", ["simsid", "ridge"])
+def test_suite_feature_model_scores_the_datamodules_images_and_refuses_another_cache(tmp_path, method):
+    from benchmarks.features.suite import FeatureModel
+
+    rng = np.random.default_rng(0)
+    train_images = [f"train/normal/{i}.png" for i in range(40)]
+    test_images = ["test/normal/0.png", "test/abnormal/0.png", "test/abnormal/1.png"]
+    _write_cache(tmp_path, "set", "train", train_images, rng)
+    _write_cache(tmp_path, "set", "test", test_images, rng)
+    model = FeatureModel(method, "set", epochs=1, grid=4, channels=8, slots=10, topk=2)
+    model.work = tmp_path
+    root = tmp_path / "data"
+    train = model.split("train", str(root), [str(root / p) for p in train_images])
+    assert model.fit(train, seed=0)["epochs"] == (1 if method == "simsid" else 0)
+    scores = model.score(model.split("test", str(root), [str(root / p) for p in test_images]))
+    assert scores.shape == (3,)
+    assert np.isfinite(scores).all()
+    with pytest.raises(ValueError, match="not the datamodule's 2 test images"):
+        model.split("test", str(root), [str(root / p) for p in test_images[:2]])
