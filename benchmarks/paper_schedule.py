@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.common import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "zhanglab.yaml"
 SCORE = "critic_recon"  # the paper's score, as ScoreCurves names it
@@ -80,7 +82,7 @@ def audit(out: Path, root: str) -> str:
         f"- sharpness-matched AUROC: {100 * matched.value:.1f} (95 % CI {100 * matched.low:.1f}-"
         f"{100 * matched.high:.1f}, {matched.n} pairs)\n"
     )
-    (out / "audit.md").write_text(text)
+    write_text_atomic(out / "audit.md", text)  # a stopped run never leaves half a report
     return text
 
 

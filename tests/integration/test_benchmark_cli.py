@@ -17,13 +17,14 @@ from tests.helpers import TINY_MODEL
 
 SIZE = TINY_MODEL["img_size"]
 COUNTS = {("train", "normal"): 8, ("val", "normal"): 2, ("val", "abnormal"): 2}
-COUNTS |= {("test", "normal"): 2, ("test", "abnormal"): 2}
+COUNTS |= {("test", "normal"): 30, ("test", "abnormal"): 30}  # >= 20 sharpness-matched pairs
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Random backbones: no download, and seconds per job.
 MODELS = [
     {
         "class_path": "Padim",
         "init_args": {"backbone": "resnet18", "pre_trained": False, "layers": ["layer1"], "n_features": 32},
-    },
+    },  # the mixed-grid test gives PaDiM the audit evaluator and a pre-processor as nested class paths
     {
         "class_path": "Patchcore",
         "init_args": {"backbone": "resnet18", "pre_trained": False, "layers": ["layer2"]},
@@ -44,12 +45,14 @@ def xray_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _benchmark(tmp_path: Path, anomalib_bin: str, root: Path) -> subprocess.CompletedProcess:
+def _benchmark(
+    tmp_path: Path, anomalib_bin: str, root: Path, models: list[dict] = MODELS
+) -> subprocess.CompletedProcess:
     config = {
         "accelerator": "cpu",
         "benchmark": {
             "seed": 0,
-            "model": {"grid": MODELS},
+            "model": {"grid": models},
             "data": {"class_path": "XRayFolder", "init_args": {"root": str(root), "train_batch_size": 4}},
         },
     }
@@ -62,7 +65,15 @@ def _benchmark(tmp_path: Path, anomalib_bin: str, root: Path) -> subprocess.Comp
 
 
 def test_mixed_grid_writes_every_models_row(tmp_path: Path, xray_root: Path, anomalib_bin: str) -> None:
-    result = _benchmark(tmp_path, anomalib_bin, xray_root)
+    padim = MODELS[0]["init_args"] | {
+        "evaluator": yaml.safe_load((CONFIGS / "audit_evaluator.yaml").read_text()),
+        "pre_processor": {
+            "class_path": "anomalib_simsid.backbones.timm_pre_processor",
+            "init_args": {"backbone": "resnet18", "image_size": SIZE},
+        },
+    }
+    models = [{**MODELS[0], "init_args": padim}, *MODELS[1:]]
+    result = _benchmark(tmp_path, anomalib_bin, xray_root, models)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     written = list((tmp_path / "runs" / "benchmark").glob("*/results.csv"))
     assert len(written) == 1, result.stdout[-3000:]
@@ -71,6 +82,10 @@ def test_mixed_grid_writes_every_models_row(tmp_path: Path, xray_root: Path, ano
     assert table["image_AUROC"].between(0, 1).all()
     assert table["model.init_args.max_epochs"].tolist()[2] == 1  # SimSID's own argument, kept
     assert table["model.init_args.max_epochs"].isna().tolist()[:2] == [True, True]  # empty in the others'
+    # the nested evaluator was built: PaDiM's row has the audit's matched AUROC, as SimSID's (its default)
+    matched = table["image_AUROC_sharpness_matched"]
+    assert matched.notna().tolist() == [True, False, True], matched.tolist()
+    assert table["image_AUROC_intensity_alone"].between(0, 1).tolist() == [True, False, True]
 
 
 def test_grid_where_no_job_succeeds_exits_non_zero(tmp_path: Path, anomalib_bin: str) -> None:

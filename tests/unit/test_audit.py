@@ -152,3 +152,12 @@ def test_audit_command_writes_table_plot_and_matched_lists(tmp_path):
         main(["--scores", str(tmp_path / "scores.csv"), "--root", f"d={root}"])
     with pytest.raises(ValueError, match=r"no dataset root given for \['d'\]"):
         main(["--scores", str(tmp_path / "scores.csv"), "--root", f"other={root}"])
+
+
+def test_plot_labels_name_the_seed_only_where_rows_hold_several() -> None:
+    from anomalib_simsid.audit.report import row_labels
+
+    one_seed = pd.DataFrame({"model": ["PaDiM", "stat: sharpness"], "seed": [0, 0]})
+    assert row_labels(one_seed) == ["PaDiM", "stat: sharpness"]  # a user's audit: no "(seed 0)"
+    seeds = pd.DataFrame({"model": ["PaDiM", "PaDiM"], "seed": [0, 1]})
+    assert row_labels(seeds) == ["PaDiM (seed 0)", "PaDiM (seed 1)"]

@@ -69,6 +69,12 @@ def audit_table(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def row_labels(rows: pd.DataFrame) -> list[str]:
+    """Plot labels: the model, with its seed only where the rows hold more than one seed."""
+    several = rows.seed.nunique() > 1
+    return [f"{r.model} (seed {r.seed})" if several else str(r.model) for r in rows.itertuples()]
+
+
 def plot_audit(rows: pd.DataFrame, dataset: str, path: Path) -> None:
     """One line per row: test AUROC on all images and on each matched subset, with 95 % CIs."""
     import matplotlib as mpl
@@ -76,7 +82,7 @@ def plot_audit(rows: pd.DataFrame, dataset: str, path: Path) -> None:
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.model} (seed {r.seed})" for r in rows.itertuples()]
+    labels = row_labels(rows)
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.42 * len(rows)))
     y = np.arange(len(rows))[::-1].astype(float)
     series = [("test", "all test images", "black")] + [

@@ -133,6 +133,16 @@ FIXES: tuple[Fix, ...] = (
         "For grids holding SimSID: results.csv has every job's row (the union of their columns); "
         "the command exits 1 when no job succeeded.",
     ),
+    Fix(
+        "benchmark_class_paths",
+        BENCHMARK,
+        benchmark.apply_benchmark_class_paths,
+        "A grid's model `init_args` are passed as written: only the model's own `class_path` is built.",
+        "An `evaluator` or `pre_processor` given as a class path reached the model as a dict and the "
+        "job failed, so PaDiM's and PatchCore's rows could not carry the audit's matched AUROCs.",
+        "For grids holding SimSID: nested class paths in a model's arguments are built first "
+        "(the model class resolved as anomalib resolves it).",
+    ),
 )
 TARGETS = tuple(dict.fromkeys(fix.target for fix in FIXES))
 _APPLIED: set[str] = set()

@@ -1,4 +1,6 @@
-"""The ``benchmark_results`` fix: ``anomalib benchmark`` of a grid holding SimSID keeps every job's row.
+"""Two fixes of ``anomalib benchmark`` for grids holding SimSID: every job's row, nested class paths.
+
+``benchmark_results``: ``anomalib benchmark`` of a grid holding SimSID keeps every job's row.
 
 anomalib 2.7's ``BenchmarkJob.collect`` builds its table from the keys of the *first* job's result.
 A grid of different models (PaDiM, PatchCore, SimSID: each with its own ``model.init_args.*``) has
@@ -11,6 +13,12 @@ table is the union of every result's columns (a model's own arguments are empty 
 rows), and the command exits 1 naming the log when no job succeeded. Other grids run anomalib's
 code unchanged.
 
+``benchmark_class_paths``: a grid's model ``init_args`` reach the model as written: anomalib builds
+only the model's own ``class_path``, so a nested one (an ``evaluator`` with the audit metrics, a
+``pre_processor``) arrived as a dict and the job failed. In grids holding SimSID those are built first
+(recursively, as ``anomalib train`` does from a config), so PaDiM's and PatchCore's rows can carry the audit's
+matched AUROCs beside SimSID's.
+
 Each finished job also lets go of its model and data: a job's model (trainer, engine) sits in
 reference cycles, so without a collection its memory stays held while the next job trains (measured
 for SimSID and PaDiM alike), and on a GPU the caching allocator keeps it reserved. SimSID's job
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib
 from types import ModuleType
 from typing import Any
 
@@ -31,6 +40,7 @@ import torch
 from .cli import names_simsid
 
 _STATE = {"simsid_grid": False, "collected": 0}
+_CLASS_PATHS = {"simsid_grid": False}  # benchmark_class_paths' own flag: each fix switches off alone
 
 
 def holds_simsid(config: Any) -> bool:
@@ -62,6 +72,50 @@ def collect(results: list[dict[str, Any]]) -> pd.DataFrame:
         msg = "no benchmark job succeeded"
         raise RuntimeError(msg)
     return pd.DataFrame(results)
+
+
+def _has_class_path(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "class_path" in value or any(_has_class_path(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_class_path(v) for v in value)
+    return False
+
+
+def build(spec: Any) -> Any:
+    """Build ``{class_path, init_args}`` mappings inside out (dotted paths); other values as they are."""
+    if isinstance(spec, list):
+        return [build(v) for v in spec]
+    if not isinstance(spec, dict):
+        return spec
+    if "class_path" not in spec:
+        return {k: build(v) for k, v in spec.items()}
+    module, _, name = str(spec["class_path"]).rpartition(".")
+    if not module:
+        msg = f"a class_path in a model's init_args must be dotted (module.Name): {spec['class_path']!r}"
+        raise ValueError(msg)
+    return getattr(importlib.import_module(module), name)(**build(dict(spec.get("init_args") or {})))
+
+
+def get_model(original: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+    """Build a grid's model as anomalib's ``get_model`` does, its arguments' nested class paths first.
+
+    The model class is resolved as anomalib resolves it (a bare name among the models, a dotted path
+    only inside its allowed modules): only the arguments' treatment changes.
+    """
+    from anomalib.models import ALLOWED_MODULES, UnknownModelError, _get_model_class_by_name
+
+    spec = dict(model) if isinstance(model, dict) else None
+    if spec is None or not _has_class_path(spec.get("init_args") or {}):
+        return original(model, *args, **kwargs)
+    module, _, name = str(spec["class_path"]).rpartition(".")
+    if module and module not in ALLOWED_MODULES:
+        return original(model, *args, **kwargs)  # anomalib's refusal, as without the fix
+    try:
+        found = getattr(importlib.import_module(module), name) if module else _get_model_class_by_name(name)
+    except AttributeError as err:
+        raise UnknownModelError(spec["class_path"]) from err
+    return found(*args, **{**build(dict(spec["init_args"])), **kwargs})
 
 
 def release(job: Any) -> None:
@@ -116,3 +170,26 @@ def apply_benchmark_results(module: ModuleType) -> None:
     benchmark._setup_runners = staticmethod(_setup_runners)
     BenchmarkJob.collect = staticmethod(_collect)
     benchmark.run = run
+
+
+def apply_benchmark_class_paths(module: ModuleType) -> None:
+    """Wrap ``Benchmark._setup_runners`` (is SimSID in the grid?) and the job generator's ``get_model``."""
+    from anomalib.pipelines.benchmark import generator
+
+    benchmark = module.Benchmark
+    setup_runners = benchmark._setup_runners
+    original_get_model = generator.get_model
+
+    @functools.wraps(setup_runners)
+    def _setup_runners(args: dict) -> Any:
+        _CLASS_PATHS["simsid_grid"] = holds_simsid(args)
+        return setup_runners(args)
+
+    @functools.wraps(original_get_model)
+    def _get_model(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _CLASS_PATHS["simsid_grid"]:
+            return original_get_model(model, *args, **kwargs)
+        return get_model(original_get_model, model, *args, **kwargs)
+
+    benchmark._setup_runners = staticmethod(_setup_runners)
+    generator.get_model = _get_model
