@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -262,3 +263,18 @@ def test_keep_changed_rows_keeps_and_marks_rows_of_other_settings(tmp_path):
     assert list(results.model) == ["PaDiM", "PatchCore"]
     assert list(results.settings_changed) == [False, True]
     assert set(scores.model) == {"PaDiM", "PatchCore"}
+
+
+def test_readouts_name_rows_and_enter_the_settings_hash_only_when_set() -> None:
+    from benchmarks.suite.config import Job
+
+    spec = ModelSpec(name="PaDiM", class_path="x.Z", readouts=["score", "mean"])
+    assert [spec.entry(*e) for e in spec.entries] == ["PaDiM", "PaDiM (mean)"]
+
+    def job(model: ModelSpec) -> Job:
+        return Job("j", {"name": "d"}, asdict(model), 0, "cpu", "/tmp/j", 1)
+
+    plain = ModelSpec(name="PaDiM", class_path="x.Z")
+    legacy = {k: v for k, v in asdict(plain).items() if k != "readouts"}  # a job written before the key
+    assert job(plain).spec_hash == Job("j", {"name": "d"}, legacy, 0, "cpu", "/tmp/j", 1).spec_hash
+    assert job(spec).spec_hash != job(plain).spec_hash
