@@ -45,18 +45,23 @@ class FeatureModel:
         self.work = WORK
 
     def split(self, name: str, root: str, expected: list[str]) -> Split:
-        """Load the cached split ``name`` (built on first use); refuse it unless it holds ``expected``."""
+        """Load the cached split ``name`` (built on first use) in the order of ``expected``.
+
+        Refused unless it holds exactly the images of ``expected`` (the datamodule's split).
+        """
         if not (self.work / self.cache / name / "images.json").is_file():
             build(self.cache, self.work)
         split = load(self.cache, name, self.layers, self.grid, self.channels, self.work)
         wanted = [os.path.relpath(p, root) for p in expected]
-        if split.images != wanted:
+        if sorted(split.images) != sorted(wanted):
             msg = (
                 f"{self.work / self.cache / name}: the feature cache holds {len(split.images)} images that "
                 f"are not the datamodule's {len(wanted)} {name} images (delete the folder to rebuild it)"
             )
             raise ValueError(msg)
-        return split
+        position = {image: i for i, image in enumerate(split.images)}
+        order = np.array([position[w] for w in wanted], dtype=int)
+        return Split(split.features[order], split.labels[order], wanted, split.root, split.grid)
 
     def fit(self, train_split: Split, seed: int) -> dict[str, float]:
         """Learn from the training normals; returns ``epochs`` and seconds (``fit_s``, ``s_per_epoch``)."""

@@ -144,5 +144,9 @@ def test_suite_feature_model_scores_the_datamodules_images_and_refuses_another_c
     scores = model.score(model.split("test", str(root), [str(root / p) for p in test_images]))
     assert scores.shape == (3,)
     assert np.isfinite(scores).all()
+    # the datamodule's order wins: each score stays with its image
+    shuffled = model.split("test", str(root), [str(root / p) for p in test_images[::-1]])
+    assert shuffled.images == test_images[::-1]
+    assert np.allclose(model.score(shuffled), scores[::-1])
     with pytest.raises(ValueError, match="not the datamodule's 2 test images"):
         model.split("test", str(root), [str(root / p) for p in test_images[:2]])
