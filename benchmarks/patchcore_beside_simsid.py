@@ -106,7 +106,7 @@ def job_memory(root: Path) -> None:
     makers = {"SimSID": lambda: SimSID(**TINY, max_epochs=1)}
     makers["PaDiM"] = lambda: Padim(backbone="resnet18", pre_trained=False, layers=["layer1", "layer2"])
     for fixed in (False, True):
-        benchmark._STATE["simsid_grid"] = fixed
+        benchmark._GRID["simsid"] = fixed
         for name, make in makers.items():
             # no local reference to the model or the datamodule (whose trainer holds it), as in the runner
             job = BenchmarkJob(

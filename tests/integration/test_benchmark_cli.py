@@ -99,3 +99,27 @@ def test_only_grids_naming_simsid_are_changed() -> None:
     assert holds_simsid({"model": {"grid": MODELS}})
     assert holds_simsid({"model": {"class_path": {"grid": ["Padim", "anomalib_simsid.SimSID"]}}})
     assert not holds_simsid({"model": {"grid": MODELS[:2]}, "data": {"class_path": "XRayFolder"}})
+
+
+@pytest.mark.parametrize("simsid_grid", [True, False])
+def test_each_jobs_model_is_built_under_its_seed(tmp_path: Path, simsid_grid: bool) -> None:
+    import anomalib.pipelines.benchmark.pipeline  # noqa: F401  (the fixes' target: applies them)
+    import torch
+    from anomalib.pipelines.benchmark.generator import BenchmarkJobGenerator
+
+    from anomalib_simsid.fixes import benchmark
+
+    args = {
+        "seed": 3,
+        "model": {"class_path": "Padim", "init_args": {**MODELS[0]["init_args"], "n_features": 8}},
+        "data": {"class_path": "XRayFolder", "init_args": {"root": str(tmp_path)}},
+    }
+    draws = []
+    for noise in (1, 2):  # whatever the global generator holds before the benchmark starts
+        torch.manual_seed(noise)
+        benchmark._GRID["simsid"] = simsid_grid
+        (job,) = BenchmarkJobGenerator("cpu").generate_jobs(args, None)
+        draws.append(job.model.model.idx.clone())
+    benchmark._GRID["simsid"] = False
+    # PaDiM's random channel draw: repeatable in a SimSID grid; anomalib's own grids are left as they are
+    assert torch.equal(draws[0], draws[1]) == simsid_grid

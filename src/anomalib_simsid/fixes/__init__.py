@@ -143,6 +143,15 @@ FIXES: tuple[Fix, ...] = (
         "For grids holding SimSID: nested class paths in a model's arguments are built first "
         "(the model class resolved as anomalib resolves it).",
     ),
+    Fix(
+        "benchmark_seed",
+        BENCHMARK,
+        benchmark.apply_benchmark_seed,
+        "The job generator builds each job's model before `BenchmarkJob.run` seeds.",
+        "The first job's model (PaDiM's channel draw, SimSID's weights) was unseeded and each later "
+        "one started from the previous job's random state: reruns and grid order changed results.",
+        "For grids holding SimSID: each job's seed is set before its model is built.",
+    ),
 )
 TARGETS = tuple(dict.fromkeys(fix.target for fix in FIXES))
 _APPLIED: set[str] = set()

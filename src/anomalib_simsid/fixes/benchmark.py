@@ -1,4 +1,4 @@
-"""Two fixes of ``anomalib benchmark`` for grids holding SimSID: every job's row, nested class paths.
+"""Fixes of ``anomalib benchmark`` for grids holding SimSID: every row, nested class paths, seeds.
 
 ``benchmark_results``: ``anomalib benchmark`` of a grid holding SimSID keeps every job's row.
 
@@ -19,6 +19,12 @@ only the model's own ``class_path``, so a nested one (an ``evaluator`` with the 
 (recursively, as ``anomalib train`` does from a config), so PaDiM's and PatchCore's rows can carry the audit's
 matched AUROCs beside SimSID's.
 
+``benchmark_seed``: the job generator builds each job's model before the job seeds (``BenchmarkJob.run``
+calls ``seed_everything``), so the first job's model was initialised from an unseeded generator
+(PaDiM's random channel draw, SimSID's weights) and every later one from what the previous job left:
+two runs of one grid gave the first model different results, and a model's result depended on its
+place in the grid. In grids holding SimSID each job's seed is set before its model is built.
+
 Each finished job also lets go of its model and data: a job's model (trainer, engine) sits in
 reference cycles, so without a collection its memory stays held while the next job trains (measured
 for SimSID and PaDiM alike), and on a GPU the caching allocator keeps it reserved. SimSID's job
@@ -31,6 +37,7 @@ from __future__ import annotations
 import functools
 import gc
 import importlib
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -39,8 +46,8 @@ import torch
 
 from .cli import names_simsid
 
-_STATE = {"simsid_grid": False, "collected": 0}
-_CLASS_PATHS = {"simsid_grid": False}  # benchmark_class_paths' own flag: each fix switches off alone
+_GRID = {"simsid": False}  # whether the running benchmark's grid names SimSID (set by track_grid)
+_STATE = {"collected": 0}
 
 
 def holds_simsid(config: Any) -> bool:
@@ -130,19 +137,14 @@ def apply_benchmark_results(module: ModuleType) -> None:
     """Wrap ``Benchmark._setup_runners`` and ``run``, ``BenchmarkJob.collect`` and ``run``."""
     from anomalib.pipelines.benchmark.job import BenchmarkJob
 
+    track_grid(module)
     benchmark = module.Benchmark
-    setup_runners = benchmark._setup_runners
     original_collect = BenchmarkJob.collect
     original_run = benchmark.run
 
-    @functools.wraps(setup_runners)
-    def _setup_runners(args: dict) -> Any:
-        _STATE["simsid_grid"] = holds_simsid(args)
-        return setup_runners(args)
-
     @functools.wraps(original_collect)
     def _collect(results: list[dict[str, Any]]) -> pd.DataFrame:
-        if not _STATE["simsid_grid"]:
+        if not _GRID["simsid"]:
             return original_collect(results)
         return collect(results)
 
@@ -150,7 +152,7 @@ def apply_benchmark_results(module: ModuleType) -> None:
 
     @functools.wraps(original_job_run)
     def job_run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _STATE["simsid_grid"]:
+        if not _GRID["simsid"]:
             return original_job_run(self, *args, **kwargs)
         try:
             return original_job_run(self, *args, **kwargs)
@@ -159,37 +161,70 @@ def apply_benchmark_results(module: ModuleType) -> None:
 
     @functools.wraps(original_run)
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _STATE.update(simsid_grid=False, collected=0)
+        _GRID["simsid"], _STATE["collected"] = False, 0
         result = original_run(self, *args, **kwargs)
-        if _STATE["simsid_grid"] and _STATE["collected"] == 0:
+        if _GRID["simsid"] and _STATE["collected"] == 0:
             msg = "anomalib benchmark: no job succeeded, no results written (see runs/pipeline.log)"
             raise SystemExit(msg)
         return result
 
     BenchmarkJob.run = job_run
-    benchmark._setup_runners = staticmethod(_setup_runners)
     BenchmarkJob.collect = staticmethod(_collect)
     benchmark.run = run
 
 
-def apply_benchmark_class_paths(module: ModuleType) -> None:
-    """Wrap ``Benchmark._setup_runners`` (is SimSID in the grid?) and the job generator's ``get_model``."""
-    from anomalib.pipelines.benchmark import generator
-
+def track_grid(module: ModuleType) -> None:
+    """Wrap ``Benchmark._setup_runners`` once (for every fix here): note whether the grid names SimSID."""
     benchmark = module.Benchmark
     setup_runners = benchmark._setup_runners
-    original_get_model = generator.get_model
+    if getattr(setup_runners, "_tracks_simsid_grid", False):
+        return
 
     @functools.wraps(setup_runners)
     def _setup_runners(args: dict) -> Any:
-        _CLASS_PATHS["simsid_grid"] = holds_simsid(args)
+        _GRID["simsid"] = holds_simsid(args)
         return setup_runners(args)
+
+    _setup_runners._tracks_simsid_grid = True  # type: ignore[attr-defined]
+    benchmark._setup_runners = staticmethod(_setup_runners)
+
+
+def apply_benchmark_class_paths(module: ModuleType) -> None:
+    """Wrap the job generator's ``get_model``: nested class paths built first in SimSID grids."""
+    from anomalib.pipelines.benchmark import generator
+
+    track_grid(module)
+    original_get_model = generator.get_model
 
     @functools.wraps(original_get_model)
     def _get_model(model: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _CLASS_PATHS["simsid_grid"]:
+        if not _GRID["simsid"]:
             return original_get_model(model, *args, **kwargs)
         return get_model(original_get_model, model, *args, **kwargs)
 
-    benchmark._setup_runners = staticmethod(_setup_runners)
     generator.get_model = _get_model
+
+
+def seeded(containers: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Yield each job's settings after seeding with its ``seed``: its model is built right after."""
+    from lightning.pytorch import seed_everything
+
+    for container in containers:
+        if container.get("seed") is not None:
+            seed_everything(int(container["seed"]), verbose=False)
+        yield container
+
+
+def apply_benchmark_seed(module: ModuleType) -> None:
+    """Wrap the job generator's grid iterator: each job seeded before its model is built (SimSID grids)."""
+    from anomalib.pipelines.benchmark import generator
+
+    track_grid(module)
+    grid_iterator = generator.get_iterator_from_grid_dict
+
+    @functools.wraps(grid_iterator)
+    def _grid_iterator(args: dict) -> Any:
+        containers = grid_iterator(args)
+        return seeded(containers) if _GRID["simsid"] else containers
+
+    generator.get_iterator_from_grid_dict = _grid_iterator
