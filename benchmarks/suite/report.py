@@ -86,7 +86,7 @@ def _tested(r: pd.DataFrame) -> str:
         if math.isfinite(x.selected_val_AUROC):
             cell += f" (val AUROC {100 * x.selected_val_AUROC:.1f})"
         cells.append(cell)
-    return "; ".join(cells) or "last"
+    return "; ".join(dict.fromkeys(cells)) or "last"  # seeds tested alike share one cell
 
 
 def summary_table(
