@@ -304,6 +304,11 @@ def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> list[tuple[di
     loader = run.datamodule.test_dataloader()
     scores, labels, paths, test_s = _raw_scores(model, loader, device, spec.readouts)
     latency = _latency_ms(model, run.datamodule.test_data, job.latency_images, device)
+    val_auroc = {}
+    if len(spec.readouts) > 1:  # which read-out validation would pick: every read-out on the val split
+        val_loader = run.datamodule.val_dataloader()
+        val_scores, val_labels, _, _ = _raw_scores(model, val_loader, device, spec.readouts)
+        val_auroc = {r: image_metrics(val_labels, v, math.nan)["image_AUROC"] for r, v in val_scores.items()}
     tested = []
     for readout, readout_scores in scores.items():
         # anomalib's validation threshold belongs to the model's own score, not to another read-out
@@ -327,6 +332,7 @@ def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> list[tuple[di
             "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
             "latency_ms": latency,
             "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else math.nan,
+            "readout_val_AUROC": val_auroc.get(readout, math.nan),
         }
         frame = _score_frame(job, spec, select, paths, labels, readout_scores, readout)
         tested.append((result, frame))

@@ -102,6 +102,9 @@ def test_suite_smoke_writes_every_row_table_and_plots(tmp_path, digit_root):
     mean_rows = results[results.entry == "PaDiM (mean)"]
     assert sorted(mean_rows.seed) == [0, 1]
     assert mean_rows.val_threshold.isna().all()  # anomalib's threshold belongs to the model's own score
+    padim = results[results.model == "PaDiM"]
+    assert padim.readout_val_AUROC.between(0, 1).all()  # each read-out scored on validation too
+    assert results[results.model != "PaDiM"].readout_val_AUROC.isna().all()
     scores = pd.read_csv(out / SCORES_FILE)
     assert len(scores) == (len(expected) + 2) * 2 * TINY_DATA["num_test"]
     own = scores[scores.entry == "PaDiM"].set_index(["seed", "image"]).score
