@@ -35,13 +35,6 @@ def save_foreign_checkpoint(path: Path) -> Path:
     return path
 
 
-# The parity bars. Normalised scores are (logit - threshold) / (validation max - min) + 0.5. After one
-# epoch that range is only ~0.005-0.05 (a trained model's is far wider), and the critic's per-sample
-# normalisation of a 2x2 map turns fp32 rounding into ~1e-5 on its logit (PyTorch's own fp32-vs-fp64
-# error is of that size too), so the bar is 1e-4 on normalised scores or 2e-5 on the logit, whichever
-# is looser; for any model whose validation range is at least 0.2 that is exactly 1e-4.
-SCORE_ATOL = 1e-4
-LOGIT_ATOL = 2e-5
 MAP_ATOL = 1e-5  # normalised anomaly maps (the residual is not amplified: ~1e-7 measured)
 
 
@@ -89,9 +82,3 @@ def tiny_deployment(digit_root: Path) -> TinyDeployment:
     return TinyDeployment(
         model, ckpt, datamodule, irs, images, [Path(p) for p in test.samples.image_path], work
     )
-
-
-def score_bar(model: SimSID) -> float:
-    """The parity bar on normalised scores of ``model`` (see above)."""
-    value_range = float(model.post_processor.image_max - model.post_processor.image_min)
-    return max(SCORE_ATOL, LOGIT_ATOL / value_range)

@@ -32,13 +32,12 @@ from anomalib_simsid.deploy import (
 from anomalib_simsid.deploy.export_cli import main as export_cli
 from anomalib_simsid.deploy.predictor import SimSIDPredictor
 from anomalib_simsid.models.simsid.adapters import openvino
-from anomalib_simsid.models.simsid.adapters.openvino import quantize_int8
+from anomalib_simsid.models.simsid.adapters.openvino import parity_bar, quantize_int8
 from tests.helpers import (
     MAP_ATOL,
     TINY_DATA,
     TINY_MODEL,
     TinyDeployment,
-    score_bar,
     tiny_deployment,
 )
 
@@ -58,7 +57,7 @@ def run_ir(path: Path, images: torch.Tensor, config: dict | None = None) -> dict
 def assert_parity(
     ov_out: dict[str, np.ndarray], ref: dict[str, np.ndarray], model: SimSID
 ) -> dict[str, float]:
-    bar = score_bar(model)
+    bar = parity_bar(model)
     value_range = float(model.post_processor.image_max - model.post_processor.image_min)
     diffs = {
         k: float(np.abs(ov_out[k].astype(np.float64) - ref[k]).max()) for k in ("pred_score", "anomaly_map")
@@ -101,7 +100,7 @@ def test_scores_do_not_depend_on_the_batch(deployment: TinyDeployment) -> None:
     alone = np.concatenate(
         [run_ir(deployment.irs["fp32"], img[None])["pred_score"] for img in deployment.images[:3]]
     )
-    np.testing.assert_allclose(alone, batch[:3], atol=score_bar(deployment.model))  # kernels differ by batch
+    np.testing.assert_allclose(alone, batch[:3], atol=parity_bar(deployment.model))  # kernels differ by batch
 
 
 @pytest.mark.parametrize("compression", ["fp16", "int8"])
@@ -267,7 +266,7 @@ def test_anomalib_export_cli(deployment: TinyDeployment, anomalib_bin: str, tmp_
     xml = tmp_path / "weights" / "openvino" / "model.xml"
     out = run_ir(xml, deployment.images)
     ref = torch_reference(SimSID.load_from_checkpoint(deployment.ckpt), deployment.images)
-    np.testing.assert_allclose(out["pred_score"], ref["pred_score"], atol=score_bar(deployment.model) + 1e-6)
+    np.testing.assert_allclose(out["pred_score"], ref["pred_score"], atol=parity_bar(deployment.model) + 1e-6)
     # Without our metadata, score_folder warns and reads the model size off the graph's resize.
     with pytest.warns(UserWarning, match="no SimSID metadata"):
         predictor = SimSIDPredictor.load(xml)

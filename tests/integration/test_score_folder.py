@@ -22,10 +22,10 @@ from openvino import opset13
 from PIL import Image
 
 from anomalib_simsid.data.image_io import ImageReadError, read_image
-from anomalib_simsid.deploy import NotSimSIDError, torch_reference
+from anomalib_simsid.deploy import NotSimSIDError, parity_bar, torch_reference
 from anomalib_simsid.deploy.score_folder import main, score_folder
 from anomalib_simsid.models.simsid.adapters.predictions import COLUMNS, FILE_NAME, folder_ground_truth
-from tests.helpers import TINY_MODEL, TinyDeployment, score_bar, tiny_deployment
+from tests.helpers import TINY_MODEL, TinyDeployment, tiny_deployment
 from tests.unit.data.fixtures import write_dicom
 
 SIZE = TINY_MODEL["img_size"]
@@ -85,8 +85,8 @@ def test_scores_csv_heatmaps_and_ground_truth(
     files = [Path(r["image_path"]) for r in rows]
     ref = torch_reference(deployment.model, torch.stack([read_image(p) for p in files]))
     scores = np.array([float(r["score"]) for r in rows])
-    np.testing.assert_allclose(scores, ref["pred_score"], atol=score_bar(deployment.model) + 1e-6)
-    decisive = np.abs(ref["pred_score"] - 0.5) > score_bar(deployment.model)
+    np.testing.assert_allclose(scores, ref["pred_score"], atol=parity_bar(deployment.model) + 1e-6)
+    decisive = np.abs(ref["pred_score"] - 0.5) > parity_bar(deployment.model)
     labels = np.array([r["label"] == "anomalous" for r in rows])
     np.testing.assert_array_equal(labels[decisive], ref["pred_label"][decisive])
 
@@ -96,7 +96,7 @@ def test_scores_csv_heatmaps_and_ground_truth(
     )
     assert [r["image_path"] for r in ckpt_rows] == [r["image_path"] for r in rows]
     np.testing.assert_allclose(
-        [float(r["score"]) for r in ckpt_rows], scores, atol=score_bar(deployment.model) + 1e-6
+        [float(r["score"]) for r in ckpt_rows], scores, atol=parity_bar(deployment.model) + 1e-6
     )
 
 
@@ -130,7 +130,7 @@ def test_other_sizes_channels_and_formats(deployment: TinyDeployment, tmp_path: 
     # Another size gets the score a Lightning test loop gives that file (antialiased resize, as trained).
     for name in ("big.png", "wide.png"):
         expected = lightning_scores(deployment, [paths[name.removesuffix(".png")]])[0]
-        assert scores[name] == pytest.approx(expected, abs=score_bar(deployment.model) + 1e-6), name
+        assert scores[name] == pytest.approx(expected, abs=parity_bar(deployment.model) + 1e-6), name
     with Image.open(tmp_path / "out" / "heatmaps" / "wide.png.png") as heatmap:
         assert heatmap.size == (SIZE + 36, SIZE - 9)  # overlays come back at the original size
 
@@ -146,7 +146,7 @@ def test_graph_resizes_any_input_itself(deployment: TinyDeployment) -> None:
     assert out["anomaly_map"].shape == (1, 1, SIZE, SIZE)
     with torch.no_grad():
         expected = deployment.model(big).pred_score.numpy()  # model.forward also uses the export resize
-    np.testing.assert_allclose(out["pred_score"], expected, atol=score_bar(deployment.model) + 1e-6)
+    np.testing.assert_allclose(out["pred_score"], expected, atol=parity_bar(deployment.model) + 1e-6)
 
 
 def _bad_folder(xray_folder: Path) -> list[Path]:

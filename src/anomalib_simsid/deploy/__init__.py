@@ -15,6 +15,7 @@ from anomalib_simsid.models.simsid.adapters.openvino import (
     TrainNormalsCalibration,
     export_openvino,
     normal_training_subset,
+    parity_bar,
     read_metadata,
     torch_reference,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "export_openvino",
     "load_simsid",
     "normal_training_subset",
+    "parity_bar",
     "prepare_for_deployment",
     "read_checkpoint",
     "read_metadata",

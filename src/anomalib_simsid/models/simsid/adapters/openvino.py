@@ -367,6 +367,28 @@ def _calibration_note(datamodule: AnomalibDataModule, subset: Subset) -> str:
     return f"{len(subset)} normal training images of {datamodule.name}, antialiased resize, no augmentation"
 
 
+# The parity bars of an export. Normalised scores are (logit - threshold) / (validation max - min) + 0.5.
+# After one epoch that range is only ~0.005-0.05 (a trained model's is far wider), and the critic's
+# per-sample normalisation of a 2x2 map turns fp32 rounding into ~1e-5 on its logit (PyTorch's own
+# fp32-vs-fp64 error is of that size too; kernels differ by CPU), so the bar is 1e-4 on normalised
+# scores or 2e-5 on the logit, whichever is looser; for a validation range of at least 0.2 it is 1e-4.
+SCORE_ATOL = 1e-4
+LOGIT_ATOL = 2e-5
+
+
+def parity_bar(model: SimSID) -> float:
+    """Largest normalised-score difference an fp32 export of ``model`` may show against the checkpoint.
+
+    Args:
+        model: the trained SimSID (its post-processor holds the validation range).
+
+    Returns:
+        The bar on normalised scores (see ``SCORE_ATOL`` and ``LOGIT_ATOL``).
+    """
+    value_range = float(model.post_processor.image_max - model.post_processor.image_min)
+    return max(SCORE_ATOL, LOGIT_ATOL / value_range)
+
+
 def torch_reference(model: SimSID, images: torch.Tensor) -> dict[str, np.ndarray]:
     """``model.forward`` (pre-processor, network, post-processor) in eval mode: what the IR must reproduce.
 
