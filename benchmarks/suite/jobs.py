@@ -339,6 +339,36 @@ def _test(job: Job, spec: ModelSpec, run: _Fitted, select: str) -> list[tuple[di
     return tested
 
 
+def _untrained_row(
+    job: Job, spec: ModelSpec, datamodule: Any, paths: list[str], labels: Any, scores: Any, test_s: float,
+    fit_s: float = 0.0, epochs: int = 0, **extra: Any,
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """Build the result row and scores of a model scored outside anomalib (statistic, feature-space)."""
+    metrics = image_metrics(labels, scores, math.nan)
+    common = _common(
+        job, spec, datamodule, max_epochs=epochs, max_time="", epochs_run=epochs, global_steps=0, fit_s=fit_s,
+        resumed=False, val_history="[]",
+    )  # fmt: skip
+    result = {
+        **common,
+        "entry": spec.entry("last"),
+        "select": "last",
+        **metrics,
+        "n_test": len(labels),
+        "n_test_anomalous": int(labels.sum()),
+        "selected_epoch": epochs - 1 if epochs else math.nan,
+        "selected_step": math.nan,
+        "selected_val_AUROC": math.nan,
+        **extra,
+        "test_s": test_s,
+        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
+        "latency_ms": 1000 * test_s / max(len(labels), 1),  # feature-space: on cached features
+        "checkpoint_path": "",
+        "peak_cuda_mb": math.nan,
+    }
+    return result, _score_frame(job, spec, "last", paths, labels, scores)
+
+
 def _statistic(
     job: Job, spec: ModelSpec, datamodule: Any, baseline: StatisticBaseline
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -351,33 +381,15 @@ def _statistic(
     scores = baseline.score(list(test.image_path))
     test_s = time.perf_counter() - start
     labels = test.label_index.to_numpy().astype(int)
-    metrics = image_metrics(labels, scores, math.nan)
+    result, frame = _untrained_row(
+        job, spec, datamodule, list(test.image_path), labels, scores, test_s,
+        selected_val_AUROC=val_auroc, statistic_sign=baseline.sign,
+    )  # fmt: skip
     _log(
         job.job_id,
-        f"sign {baseline.sign:+.0f} (val AUROC {val_auroc:.4f}): test AUROC {metrics['image_AUROC']:.4f}",
+        f"sign {baseline.sign:+.0f} (val AUROC {val_auroc:.4f}): test AUROC {result['image_AUROC']:.4f}",
     )
-    common = _common(
-        job, spec, datamodule, max_epochs=0, max_time="", epochs_run=0, global_steps=0, fit_s=0.0,
-        resumed=False, val_history="[]",
-    )  # fmt: skip
-    result = {
-        **common,
-        "entry": spec.entry("last"),
-        "select": "last",
-        **metrics,
-        "n_test": len(labels),
-        "n_test_anomalous": int(labels.sum()),
-        "selected_epoch": math.nan,
-        "selected_step": math.nan,
-        "selected_val_AUROC": val_auroc,
-        "statistic_sign": baseline.sign,
-        "test_s": test_s,
-        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
-        "latency_ms": 1000 * test_s / max(len(labels), 1),
-        "checkpoint_path": "",
-        "peak_cuda_mb": math.nan,
-    }
-    return result, _score_frame(job, spec, "last", list(test.image_path), labels, scores)
+    return result, frame
 
 
 def _feature(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -385,6 +397,7 @@ def _feature(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> tuple[di
     datamodule.prepare_data()
     datamodule.setup()
     root = str(job.dataset["init_args"].get("root", ""))
+    test = datamodule.test_data.samples
     splits = {
         name: model.split(name, root, list(data.samples.image_path))
         for name, data in (("train", datamodule.train_data), ("test", datamodule.test_data))
@@ -393,31 +406,12 @@ def _feature(job: Job, spec: ModelSpec, datamodule: Any, model: Any) -> tuple[di
     start = time.perf_counter()
     scores = model.score(splits["test"])
     test_s = time.perf_counter() - start
-    labels = datamodule.test_data.samples.label_index.to_numpy().astype(int)
-    metrics = image_metrics(labels, scores, math.nan)
-    _log(job.job_id, f"{model.method}: fit {fitted['fit_s']:.0f} s, test AUROC {metrics['image_AUROC']:.4f}")
-    common = _common(
-        job, spec, datamodule, max_epochs=fitted["epochs"], max_time="", epochs_run=fitted["epochs"],
-        global_steps=0, fit_s=fitted["fit_s"], resumed=False, val_history="[]",
+    labels = test.label_index.to_numpy().astype(int)
+    result, frame = _untrained_row(
+        job, spec, datamodule, list(test.image_path), labels, scores, test_s,
+        fit_s=fitted["fit_s"], epochs=fitted["epochs"], s_per_epoch=fitted["s_per_epoch"],
     )  # fmt: skip
-    result = {
-        **common,
-        "entry": spec.entry("last"),
-        "select": "last",
-        **metrics,
-        "n_test": len(labels),
-        "n_test_anomalous": int(labels.sum()),
-        "selected_epoch": fitted["epochs"] - 1,
-        "selected_step": math.nan,
-        "selected_val_AUROC": math.nan,
-        "s_per_epoch": fitted["s_per_epoch"],
-        "test_s": test_s,
-        "test_images_per_s": len(labels) / test_s if test_s > 0 else math.nan,
-        "latency_ms": 1000 * test_s / max(len(labels), 1),  # on cached features: the encoder is not timed
-        "checkpoint_path": "",
-        "peak_cuda_mb": math.nan,
-    }
-    frame = _score_frame(job, spec, "last", list(datamodule.test_data.samples.image_path), labels, scores)
+    _log(job.job_id, f"{model.method}: fit {fitted['fit_s']:.0f} s, test AUROC {result['image_AUROC']:.4f}")
     return result, frame
 
 
