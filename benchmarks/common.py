@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: one home each for class paths, CPU info, workers, raw scores."""
+"""Helpers shared by the benchmark scripts: CPU info, workers, raw scores; re-exports of package helpers."""
 
 from __future__ import annotations
 
@@ -11,30 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_simsid.audit.report import safe_name, write_text_atomic  # noqa: F401 (the suite imports them here)
+from anomalib_simsid.fixes.benchmark import build as instantiate  # noqa: F401 (the one class-path builder)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-
-
-def instantiate(spec: Any) -> Any:
-    """Build ``{class_path, init_args}`` dicts (recursively, inside out); leave other values as they are.
-
-    ``class_path`` may name a class (``anomalib.models.Padim``) or a callable returning the object
-    (``anomalib_simsid.backbones.timm_pre_processor``); plain dicts and lists are walked.
-    """
-    from lightning.pytorch.cli import instantiate_class
-
-    if isinstance(spec, list):
-        return [instantiate(v) for v in spec]
-    if not isinstance(spec, dict):
-        return spec
-    if "class_path" not in spec:
-        return {k: instantiate(v) for k, v in spec.items()}
-    if "." not in spec["class_path"]:
-        msg = f"class_path must be dotted (module.Name), got {spec['class_path']!r}"
-        raise ValueError(msg)
-    init_args = {k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()}
-    return instantiate_class((), {"class_path": spec["class_path"], "init_args": init_args})
 
 
 def _cpuinfo(key: str) -> str:

@@ -90,7 +90,12 @@ def _has_class_path(value: Any) -> bool:
 
 
 def build(spec: Any) -> Any:
-    """Build ``{class_path, init_args}`` mappings inside out (dotted paths); other values as they are."""
+    """Build ``{class_path, init_args}`` mappings inside out (dotted paths); other values as they are.
+
+    ``class_path`` may name a class (``anomalib.models.Padim``) or a callable returning the object
+    (``anomalib_simsid.backbones.timm_pre_processor``); plain dicts and lists are walked. The benchmark
+    scripts use it too (``benchmarks.common.instantiate``).
+    """
     if isinstance(spec, list):
         return [build(v) for v in spec]
     if not isinstance(spec, dict):
@@ -99,7 +104,7 @@ def build(spec: Any) -> Any:
         return {k: build(v) for k, v in spec.items()}
     module, _, name = str(spec["class_path"]).rpartition(".")
     if not module:
-        msg = f"a class_path in a model's init_args must be dotted (module.Name): {spec['class_path']!r}"
+        msg = f"class_path must be dotted (module.Name), got {spec['class_path']!r}"
         raise ValueError(msg)
     return getattr(importlib.import_module(module), name)(**build(dict(spec.get("init_args") or {})))
 
