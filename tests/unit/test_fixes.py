@@ -94,3 +94,25 @@ def test_user_errors_get_one_line_and_bugs_keep_their_traceback() -> None:
     assert user_message(union) == "anomalib_simsid.SimSID: img_size must be a multiple of 32, got 100"
     assert user_message(RuntimeError("a bug")) is None
     assert user_message(ValueError("a bug")) is None
+
+
+def test_a_nonzero_ddp_rank_uses_rank_zeros_run_folder_and_touches_nothing(tmp_path, monkeypatch) -> None:
+    import anomalib.engine.engine as module
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from anomalib_simsid.fixes import engine as run_folders
+
+    root = tmp_path / "SimSID" / "DigitAnatomy"
+    rank_zeros = run_folders.new_run_dir(root)  # rank 0 made its folder before it launched rank 1
+    original = module.create_versioned_dir
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    seen = []
+
+    def fit() -> str:  # an empty run: rank 0 would remove its folder; rank 1 must not race it
+        seen.append(module.create_versioned_dir(root))
+        return "fitted"
+
+    assert run_folders._run_folders(fit, engine=None, arguments={}) == "fitted"
+    assert seen == [rank_zeros]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", rank_zeros.name]
+    assert module.create_versioned_dir is original

@@ -103,7 +103,7 @@ FIXES: tuple[Fix, ...] = (
         "A run (failed, or a fit that wrote nothing there) removes the folders it left empty and puts "
         "`latest` back (a failed run that saved checkpoints keeps it); a resumed run writes into the "
         "folders of the run it resumes; every predict gets a `v<n>` of its own, created race-free "
-        "(concurrent runs each get theirs).",
+        "(concurrent runs each get theirs); under DDP only rank 0 manages the folders.",
     ),
     Fix(
         "predict_reader",

@@ -114,9 +114,14 @@ def _run_folders(
     """Resume into the resumed run's folders; after a failure remove what the run left empty.
 
     ``predict`` gets a new run folder of its own (anomalib writes into ``latest``, the last training's).
+    Under DDP only global rank 0 manages the folders; the other ranks, started by rank 0 once its
+    folder exists, use that folder and touch nothing (two ranks cleaning up raced: rank 0 removed an
+    empty run's folders while rank 1 re-pointed ``latest`` into them).
     """
     import anomalib.engine.engine as module
 
+    if _is_nonzero_rank():
+        return _in_rank_zeros_folder(call, module)
     ckpt = None if predict else arguments.get("ckpt_path")
     resumed = _resumed_run_dir(ckpt) if ckpt else None
     loggers = _loggers(engine)
@@ -180,6 +185,31 @@ def _run_folders(
     finally:
         module.create_versioned_dir = create_versioned_dir
         engine.__dict__.pop("_setup_workspace", None)
+
+
+def _is_nonzero_rank() -> bool:
+    """Whether this process is a DDP rank other than 0 (Lightning's launcher sets it before the script)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) != 0
+
+
+def _in_rank_zeros_folder(call: Callable[[], Any], module: ModuleType) -> Any:
+    """Run ``call`` with the run folder rank 0 made (``latest``); create or remove nothing.
+
+    Where no ``latest`` exists yet (a launcher that starts all ranks at once) anomalib's own folder.
+    """
+    create_versioned_dir = module.create_versioned_dir
+
+    def existing(root_dir: str | Path) -> Path:
+        latest = Path(root_dir).resolve() / "latest"
+        return latest.resolve() if latest.is_symlink() else create_versioned_dir(root_dir)
+
+    module.create_versioned_dir = existing
+    try:
+        return call()
+    finally:
+        module.create_versioned_dir = create_versioned_dir
 
 
 def new_run_dir(root: Path) -> Path:
